@@ -1,0 +1,1 @@
+"""Attention mechanisms, one per file, pure ``nn.Module`` (no I/O, no onnx)."""

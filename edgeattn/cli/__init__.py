@@ -1,0 +1,99 @@
+"""The ``edgeattn`` command line: thin. Each command parses, calls one library function, prints.
+
+Typed errors (``edgeattn.errors.EdgeAttnError``) are caught once, in :func:`main`, and shown as one
+line plus a hint; ``--debug`` (or ``EDGEATTN_DEBUG=1``) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="edgeattn",
+    help="Softmax-free ViT attention (SOFT, SimA): export to ONNX and measure on edge devices.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# One module per command group; each defines ``register(app)``. Keeps this file free of logic.
+_COMMAND_MODULES = (
+    "edgeattn.cli.models_cmd",
+    "edgeattn.cli.export_cmd",
+    "edgeattn.cli.bench_cmd",
+    "edgeattn.cli.remote_cmd",
+)
+
+_DEBUG = {"on": False}
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    _DEBUG["on"] = debug or os.environ.get("EDGEATTN_DEBUG") == "1"
+
+
+for _mod in _COMMAND_MODULES:
+    try:
+        _m = importlib.import_module(_mod)
+    except ModuleNotFoundError as exc:  # a command group not built yet
+        if exc.name != _mod:
+            raise
+        continue
+    _m.register(app)
+
+
+def _err(msg: str, hint: str | None = None) -> None:
+    from rich.console import Console
+
+    con = Console(stderr=True, highlight=False)
+    con.print(f"[bold red]error:[/] {msg}", markup=True, soft_wrap=True)
+    if hint:
+        con.print(f"[dim]hint: {hint}[/]", soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edgeattn.errors import EdgeAttnError
+
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("EDGEATTN_DEBUG") == "1"
+    try:
+        app(args=argv, standalone_mode=False)
+    except EdgeAttnError as exc:
+        if debug:
+            raise
+        _err(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.hint)
+        return 1
+    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        if debug:
+            raise
+        _err(f"{type(exc).__name__}: {exc}".splitlines()[0])
+        return 1
+    except KeyboardInterrupt:
+        _err("interrupted; results measured so far are kept on disk")
+        return 130
+    except SystemExit as exc:  # typer/click exit paths
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            _err("aborted")
+            return 130
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

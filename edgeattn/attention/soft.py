@@ -1,0 +1,249 @@
+"""SOFT attention (Lu et al., NeurIPS 2021; "SOFT-Norm" of the IJCV 2024 extension).
+
+Softmax is replaced by a Gaussian kernel ``S_ij = exp(-||q_i - k_j||^2 / 2)`` on queries scaled by
+``d_h^-1/4`` with keys tied to queries (``K = Q``), approximated in Nystrom form through ``m``
+bottleneck ("landmark") tokens ``Q~`` taken from the token grid:
+
+    X = (K1 @ pinv(K2)) @ (K1^T @ V) + DWConv(V),   K1 = exp(Q (-) Q~) (N x m),  K2 = exp(Q~ (-) Q~),
+
+with ``pinv`` the Newton-Raphson iteration of :mod:`edgeattn.attention.pinv`, evaluated in this
+order so the cost is linear in N for a fixed m. Parameter names (``W_q``, ``W_v``, ``attn``,
+``ff``; ``attn.Qlandmark_op``, ``attn.Qnorm_act``, ``attn.conv``) follow fudan-zvg/SOFT so
+official checkpoints load strictly.
+
+Differences from the official code, all intentional:
+
+* the squared distance is built with ``.sum(-1, keepdim=True)`` instead of matmuls against
+  ``torch.ones(...).cuda()`` (hard-coded device, and constants whose shapes were baked to the
+  export resolution); see :func:`squared_distance`;
+* the pseudo-inverse is the plain traceable Newton iteration (the official CUDA-only
+  ``newton_inverse_kernel`` runs the same forward under ``no_grad`` with a hand-written backward;
+  here autograd differentiates through the iteration);
+* SOFT-Norm scales its Newton step per sample, not over the whole batch (see ``newton_inv_norm``);
+* landmarks can also be average-pooled (the paper's default) or adaptively pooled to a fixed
+  grid, which keeps m, hence the cost, fixed at any resolution (the released code fixes the ratio,
+  so m grows with the image).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from edgeattn.attention.pinv import newton_inv, newton_inv_norm
+
+LANDMARK_MODES = ("conv", "avgpool", "adaptive")
+
+
+def squared_distance(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Pairwise squared distances ``||q_i - k_j||^2`` for q (..., n, d), k (..., m, d) -> (..., n, m).
+
+    Same order of operations as the official 'torch' kernel method,
+    ``(|q|^2 summed over d) + (|k|^2 summed over d) - 2 q k^T``, but the two sums are
+    ``.sum(-1, keepdim=True)`` reductions rather than matmuls against ones matrices, so nothing
+    depends on a device or on the shapes seen at export time.
+    """
+    q_sq = q.pow(2).sum(dim=-1, keepdim=True)  # (..., n, 1)
+    k_sq = k.pow(2).sum(dim=-1, keepdim=True).transpose(-1, -2)  # (..., 1, m)
+    return q_sq + k_sq - 2.0 * (q @ k.transpose(-1, -2))
+
+
+def gaussian_kernel(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """SOFT's kernel ``exp(-||q_i - k_j||^2 / 2)``: (..., n, d), (..., m, d) -> (..., n, m).
+
+    The ``1 / (2 sqrt(d))`` of the paper is obtained by scaling q (and so k) by ``d^-1/4`` first.
+    """
+    return torch.exp(-squared_distance(q, k) / 2)
+
+
+def _validate_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+class SoftAttentionKernel(nn.Module):
+    """The kernel part of SOFT attention (official ``SoftmaxFreeAttentionKernel``).
+
+    Takes per-head ``Q`` and ``V`` of shape (B, h, P + H*W, d) -- ``P = num_prefix_tokens``
+    leading non-spatial tokens (a cls token; 0 in SOFT stages 1-3) followed by the row-major
+    H x W token grid -- and returns X of the same shape.
+
+    Args:
+        dim: model width (``num_heads * head_dim``).
+        num_heads: heads h.
+        ratio: landmark sampling ratio r for ``"conv"`` and ``"avgpool"`` (kernel = stride = r).
+        conv_size: kernel of the depthwise conv skip on V (one k x k filter per head, shared by the
+            head's d channels, no bias); 0 disables the skip.
+        landmarks: ``"conv"`` (official: Conv2d(d, d, r, stride r, no bias) shared by the heads),
+            ``"avgpool"`` (r x r average pooling, no parameters; the paper's default), or
+            ``"adaptive"`` (adaptive average pooling to a fixed ``num_landmarks`` grid).
+            Landmarks always go through ``Qnorm_act`` = LayerNorm(d) + exact GELU, as upstream.
+        num_landmarks: m for ``"adaptive"``: a perfect square (grid sqrt(m) x sqrt(m)).
+        newton_iters: Newton-Raphson iterations for the pseudo-inverse (official 20).
+        norm: SOFT-Norm: ``pinv(K2)`` is replaced by ``D^-1/2 pinv(K2) D^-1/2`` with ``D`` the row
+            sums of K2, and the inverse uses the soft_norm initialisation (``newton_inv_norm``).
+        num_prefix_tokens: leading tokens outside the grid (0 or 1). They are extra landmarks
+            (after Qnorm_act) and their depthwise-conv "skip" is their own V, as in the official
+            (dead) ratio == 1 branch. Used only by the fully softmax-free stage 4.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        ratio: int = 8,
+        conv_size: int = 9,
+        landmarks: str = "conv",
+        num_landmarks: int | None = None,
+        newton_iters: int = 20,
+        norm: bool = False,
+        num_prefix_tokens: int = 0,
+    ) -> None:
+        super().__init__()
+        _validate_int("num_heads", num_heads, 1)
+        _validate_int("dim", dim, 1)
+        if dim % num_heads:
+            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
+        _validate_int("ratio", ratio, 1)
+        _validate_int("conv_size", conv_size, 0)
+        if conv_size and conv_size % 2 == 0:
+            raise ValueError(f"conv_size must be odd (or 0 to disable), got {conv_size}")
+        _validate_int("newton_iters", newton_iters, 0)
+        if landmarks not in LANDMARK_MODES:
+            raise ValueError(f"landmarks must be one of {LANDMARK_MODES}, got {landmarks!r}")
+        if num_prefix_tokens not in (0, 1):
+            raise ValueError(f"num_prefix_tokens must be 0 or 1, got {num_prefix_tokens!r}")
+        self.head_dim = dim // num_heads
+        self.num_head = num_heads
+        self.ratio = ratio
+        self.landmarks = landmarks
+        self.newton_iters = newton_iters
+        self.norm = bool(norm)
+        self.num_prefix_tokens = num_prefix_tokens
+        # official: Q / sqrt(sqrt(head_dim)); kept as a division by the same constant
+        self.q_divisor = math.sqrt(math.sqrt(self.head_dim))
+
+        d = self.head_dim
+        if landmarks == "conv":
+            self.Qlandmark_op: nn.Module = nn.Conv2d(
+                d, d, kernel_size=ratio, stride=ratio, bias=False
+            )
+            self.num_landmarks = None
+        elif landmarks == "avgpool":
+            self.Qlandmark_op = nn.AvgPool2d(kernel_size=ratio, stride=ratio)
+            self.num_landmarks = None
+        else:
+            if num_landmarks is None:
+                raise ValueError(
+                    "landmarks='adaptive' needs num_landmarks (a perfect square, e.g. 49)"
+                )
+            _validate_int("num_landmarks", num_landmarks, 1)
+            side = math.isqrt(num_landmarks)
+            if side * side != num_landmarks:
+                raise ValueError(f"num_landmarks must be a perfect square, got {num_landmarks}")
+            self.Qlandmark_op = nn.AdaptiveAvgPool2d((side, side))
+            self.num_landmarks = num_landmarks
+        self.Qnorm_act = nn.Sequential(nn.LayerNorm(d), nn.GELU())
+        self.conv: nn.Module | None = None
+        if conv_size:
+            self.conv = nn.Conv2d(
+                num_heads,
+                num_heads,
+                kernel_size=conv_size,
+                padding=conv_size // 2,
+                groups=num_heads,
+                bias=False,
+            )
+
+    def _inverse(self, k2: torch.Tensor) -> torch.Tensor:
+        """pinv(K2) (plain SOFT) or D^-1/2 pinv(K2) D^-1/2 (SOFT-Norm); k2 (B, h, m, m)."""
+        if not self.norm:
+            return newton_inv(k2, self.newton_iters)
+        d_sym = 1 / k2.sum(dim=-1, keepdim=True).sqrt()  # (B, h, m, 1)
+        inv = newton_inv_norm(k2, self.newton_iters)  # (B, h, m, m)
+        return d_sym * inv * d_sym.transpose(-1, -2)
+
+    def forward(self, Q: torch.Tensor, V: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        B, h, _, d = Q.shape
+        P = self.num_prefix_tokens
+        Q = Q / self.q_divisor  # K = Q (tied)
+        grid = Q[:, :, P:] if P else Q  # (B, h, H*W, d)
+        lm = grid.reshape(B * h, H, W, d).permute(0, 3, 1, 2)  # (B*h, d, H, W)
+        lm = self.Qlandmark_op(lm)  # (B*h, d, H', W')
+        lm = lm.flatten(2).transpose(1, 2).reshape(B, h, -1, d)  # (B, h, m, d)
+        if P:  # constructor setting, not a shape test: prefix tokens are extra landmarks
+            lm = torch.cat([Q[:, :, :P], lm], dim=2)  # (B, h, P + m, d)
+        lm = self.Qnorm_act(lm)
+
+        k1 = gaussian_kernel(Q, lm)  # (B, h, N, m)
+        k2 = gaussian_kernel(lm, lm)  # (B, h, m, m)
+        X = (k1 @ self._inverse(k2)) @ (k1.transpose(-1, -2) @ V)  # (B, h, N, d)
+
+        if self.conv is not None:
+            v = V[:, :, P:] if P else V  # (B, h, H*W, d)
+            v = v.reshape(B, h, H, W, d).permute(0, 4, 1, 2, 3)  # (B, d, h, H, W)
+            v = v.reshape(B * d, h, H, W)  # (B*d, h, H, W): one filter per head, shared by d
+            skip = self.conv(v).reshape(B, d, h, H * W)  # (B, d, h, H*W)
+            skip = skip.permute(0, 2, 3, 1)  # (B, h, H*W, d)
+            if P:  # prefix tokens skip with their own V
+                skip = torch.cat([V[:, :, :P], skip], dim=2)  # (B, h, N, d)
+            X = X + skip
+        return X
+
+
+class SoftAttention(nn.Module):
+    """SOFT multi-head attention (official ``SoftmaxFreeAttention``, the ``mha`` submodule).
+
+    ``forward(x, H, W)``: x (B, N, C) with N = P + H*W tokens (P = ``num_prefix_tokens``) ->
+    (B, N, C). ``Q = W_q x`` split into heads and scaled by ``head_dim^-1/4`` inside ``attn``;
+    keys are the queries (no ``W_k``); ``V = W_v x``; the output projection is ``ff``.
+    See :class:`SoftAttentionKernel` for the other arguments. ``qkv_bias`` sets the bias of
+    ``W_q`` and ``W_v`` (always on upstream).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        ratio: int = 8,
+        conv_size: int = 9,
+        landmarks: str = "conv",
+        num_landmarks: int | None = None,
+        newton_iters: int = 20,
+        norm: bool = False,
+        num_prefix_tokens: int = 0,
+    ) -> None:
+        super().__init__()
+        self.attn = SoftAttentionKernel(
+            dim,
+            num_heads,
+            ratio=ratio,
+            conv_size=conv_size,
+            landmarks=landmarks,
+            num_landmarks=num_landmarks,
+            newton_iters=newton_iters,
+            norm=norm,
+            num_prefix_tokens=num_prefix_tokens,
+        )
+        self.dim = dim
+        self.num_head = num_heads
+        self.head_dim = dim // num_heads
+        self.W_q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.W_v = nn.Linear(dim, dim, bias=qkv_bias)
+        self.ff = nn.Linear(dim, dim)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        return x.reshape(B, N, self.num_head, self.head_dim).transpose(1, 2)  # (B, h, N, d)
+
+    def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        B, N, C = x.shape
+        q = self._split_heads(self.W_q(x))  # (B, h, N, d)
+        v = self._split_heads(self.W_v(x))  # (B, h, N, d)
+        out = self.attn(q, v, H, W)  # (B, h, N, d)
+        out = out.transpose(1, 2).reshape(B, N, C)  # (B, N, C)
+        return self.ff(out)

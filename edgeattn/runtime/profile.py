@@ -1,0 +1,258 @@
+"""Per-block times from ONNX Runtime's profile (chrome-trace JSON).
+
+ORT writes one event per kernel call: ``cat == "Node"``, ``name == "<node name>_kernel_time"``,
+``args = {op_name, provider, ...}``, ``dur`` in microseconds, and one ``cat == "Session"`` event named
+``model_run`` per ``session.run``. Node names carry the PyTorch module path the exporter wrote
+(``/blocks.3/attn/MatMul_2``, ``/attn/Softmax``; ``Add_3`` for top-level ops), so node time adds up
+into a tree by path prefix.
+
+Standard library only; the output is plain JSON-serialisable data.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional, Sequence
+
+KERNEL_SUFFIX = "_kernel_time"
+TOP = "(top)"
+COMPONENTS = ("attention", "mlp", "norm", "lpi", "embed", "head", "other")
+DEFAULT_DEPTHS = (1, 2, 3)
+
+_ROUND = 6  # ms decimals kept in the summary (sub-microsecond)
+
+
+def load_events(path: str) -> List[Dict[str, Any]]:
+    """Read an ORT profile file. Tolerates the unterminated array of an interrupted profile."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = json.loads(text.rstrip().rstrip(",") + "]")
+    if isinstance(data, dict):  # chrome-trace object form
+        data = data.get("traceEvents", [])
+    return [e for e in data if isinstance(e, dict)]
+
+
+def run_windows(events: Sequence[Dict[str, Any]]) -> List[Dict[str, float]]:
+    """The ``model_run`` events as [{ts, end, dur}] in time order."""
+    runs = [
+        {"ts": float(e["ts"]), "end": float(e["ts"]) + float(e["dur"]), "dur": float(e["dur"])}
+        for e in events
+        if e.get("cat") == "Session" and e.get("name") == "model_run" and "dur" in e
+    ]
+    runs.sort(key=lambda r: r["ts"])
+    return runs
+
+
+def node_events(events: Sequence[Dict[str, Any]], skip_runs: int = 0) -> List[Dict[str, Any]]:
+    """Kernel events as [{node, op, provider, dur_us, ts, run}].
+
+    ``run`` is the index of the ``model_run`` that contains the event (None if the profile has no
+    run events); events of the first ``skip_runs`` runs (warm-up) are dropped.
+    """
+    windows = run_windows(events)
+    out: List[Dict[str, Any]] = []
+    for e in events:
+        if e.get("cat") != "Node":
+            continue
+        name = e.get("name", "")
+        if not name.endswith(KERNEL_SUFFIX) or "dur" not in e:
+            continue
+        ts = float(e.get("ts", 0.0))
+        run = _run_index(windows, ts)
+        if windows and (run is None or run < skip_runs):
+            continue
+        args = e.get("args") or {}
+        out.append(
+            {
+                "node": name[: -len(KERNEL_SUFFIX)],
+                "op": args.get("op_name") or "?",
+                "provider": args.get("provider"),
+                "dur_us": float(e["dur"]),
+                "ts": ts,
+                "run": run,
+            }
+        )
+    out.sort(key=lambda ev: ev["ts"])
+    return out
+
+
+def _run_index(windows: Sequence[Dict[str, float]], ts: float) -> Optional[int]:
+    for i, w in enumerate(windows):
+        if w["ts"] <= ts <= w["end"]:
+            return i
+    return None
+
+
+def scope(node_name: str) -> List[str]:
+    """Module path of a node: ``/blocks.3/attn/MatMul_2`` -> ``['blocks.3', 'attn']``.
+
+    Segments from the first ORT fusion marker on (``.../Mul/LayerNormFusion/``) are dropped, so a
+    fused node keeps the scope of the node it replaced. Unscoped names give ``[]``.
+    """
+    segs = [s for s in node_name.split("/") if s]
+    for i, s in enumerate(segs):
+        if "Fusion" in s:
+            segs = segs[:i]
+            break
+    return segs[:-1]
+
+
+def group_name(node_name: str, depth: int) -> str:
+    segs = scope(node_name)
+    return "/".join(segs[:depth]) if segs else TOP
+
+
+_ATTENTION = {"attn", "att", "mha", "xca", "attention", "self_attn", "cross_attn", "sima", "soft"}
+_MLP = {"mlp", "ff", "ffn", "ff1", "ff2", "fc1", "fc2", "feed_forward", "feedforward"}
+_NORM_EXACT = {"ln", "ln1", "ln2", "ln_1", "ln_2", "layer_norm", "layernorm", "bn"}
+_LPI = {"local_mp", "lpi"}
+_EMBED = {"embed", "embeddings", "cls_token", "dist_token", "stem"}
+_HEAD = {"head", "head_dist", "fc_norm_head", "classifier"}
+
+
+def _segment_component(seg: str) -> Optional[str]:
+    for tok in seg.lower().split("."):
+        if not tok or tok.isdigit():
+            continue
+        if tok in _ATTENTION or tok.startswith("attn"):
+            return "attention"
+        if tok in _MLP or tok.startswith("mlp"):
+            return "mlp"
+        if tok in _LPI:
+            return "lpi"
+        if tok.startswith("patch_embed") or tok.startswith("pos_embed") or tok in _EMBED:
+            return "embed"
+        if tok in _HEAD or tok.startswith("head"):
+            return "head"
+        if tok.startswith("norm") or tok in _NORM_EXACT:
+            return "norm"
+    return None
+
+
+def classify(path: str) -> str:
+    """Component of a node or group path: attention / mlp / norm / lpi / embed / head / other.
+
+    The outermost recognised segment wins, so ``blocks.0/attn/q_norm`` is attention and
+    ``blocks.0/local_mp/bn`` is lpi.
+    """
+    for seg in (s for s in path.split("/") if s):
+        comp = _segment_component(seg)
+        if comp is not None:
+            return comp
+    return "other"
+
+
+def _r(x: float) -> float:
+    return round(x, _ROUND)
+
+
+def aggregate(events: Sequence[Dict[str, Any]], depth: int, runs: int = 1) -> List[Dict[str, Any]]:
+    """Node time grouped by the first ``depth`` path segments, in execution order.
+
+    ``events`` are :func:`node_events` rows; times are divided by ``runs`` (per-run ms).
+    Each group: {name, component, ms, share, nodes, ops: {op: ms}, components: {component: ms}}.
+    """
+    if depth < 1:
+        raise ValueError(f"depth {depth!r} is invalid; expected an integer >= 1")
+    runs = max(int(runs), 1)
+    groups: Dict[str, Dict[str, Any]] = {}
+    total_us = 0.0
+    for ev in events:
+        name = group_name(ev["node"], depth)
+        g = groups.get(name)
+        if g is None:
+            g = groups[name] = {"us": 0.0, "ops": {}, "components": {}, "nodes": set()}
+        dur = ev["dur_us"]
+        total_us += dur
+        g["us"] += dur
+        g["ops"][ev["op"]] = g["ops"].get(ev["op"], 0.0) + dur
+        comp = classify("/".join(scope(ev["node"])))
+        g["components"][comp] = g["components"].get(comp, 0.0) + dur
+        g["nodes"].add(ev["node"])
+    out = []
+    for name, g in groups.items():
+        ms = g["us"] / 1e3 / runs
+        out.append(
+            {
+                "name": name,
+                "component": classify(name) if name != TOP else "other",
+                "ms": _r(ms),
+                "share": _r(g["us"] / total_us) if total_us else 0.0,
+                "nodes": len(g["nodes"]),
+                "ops": _sorted_ms(g["ops"], runs),
+                "components": _sorted_ms(g["components"], runs),
+            }
+        )
+    return out
+
+
+def _sorted_ms(us_by_key: Dict[str, float], runs: int) -> Dict[str, float]:
+    items = sorted(us_by_key.items(), key=lambda kv: -kv[1])
+    return {k: _r(v / 1e3 / runs) for k, v in items}
+
+
+def summarize(
+    events: Sequence[Dict[str, Any]],
+    skip_runs: int = 0,
+    depths: Sequence[int] = DEFAULT_DEPTHS,
+    top_nodes: int = 20,
+) -> Dict[str, Any]:
+    """The profile summary stored in a record (JSON-serialisable).
+
+    ``skip_runs``: leading ``model_run``s to ignore (first run + warm-up of the profiled session).
+    """
+    windows = run_windows(events)[skip_runs:]
+    rows = node_events(events, skip_runs=skip_runs)
+    runs = len(windows) if windows else 1
+    total_us = sum(r["dur_us"] for r in rows)
+    total_ms = total_us / 1e3 / runs
+    wall_ms = (sum(w["dur"] for w in windows) / len(windows) / 1e3) if windows else None
+
+    by_op: Dict[str, float] = {}
+    by_comp: Dict[str, float] = {}
+    by_prov_us: Dict[str, float] = {}
+    by_node: Dict[str, Dict[str, Any]] = {}
+    for r in rows:
+        by_op[r["op"]] = by_op.get(r["op"], 0.0) + r["dur_us"]
+        comp = classify("/".join(scope(r["node"])))
+        by_comp[comp] = by_comp.get(comp, 0.0) + r["dur_us"]
+        prov = r["provider"] or "unknown"
+        by_prov_us[prov] = by_prov_us.get(prov, 0.0) + r["dur_us"]
+        n = by_node.setdefault(r["node"], {"op": r["op"], "provider": prov, "us": 0.0})
+        n["us"] += r["dur_us"]
+
+    from .session import node_providers_from_events
+
+    nodes_sorted = sorted(by_node.items(), key=lambda kv: -kv[1]["us"])[:top_nodes]
+    return {
+        "runs": runs,
+        "skipped_runs": skip_runs,
+        "wall_ms": _r(wall_ms) if wall_ms is not None else None,
+        "total_node_ms": _r(total_ms),
+        "coverage": _r(total_ms / wall_ms) if wall_ms else None,
+        "node_count": len(by_node),
+        "by_op": _sorted_ms(by_op, runs),
+        "components": _sorted_ms(by_comp, runs),
+        "providers_ms": _sorted_ms(by_prov_us, runs),
+        "node_providers": node_providers_from_events(rows),
+        "blocks": {str(d): aggregate(rows, d, runs) for d in depths},
+        "top_nodes": [
+            {
+                "name": name,
+                "op": n["op"],
+                "provider": n["provider"],
+                "component": classify("/".join(scope(name))),
+                "ms": _r(n["us"] / 1e3 / runs),
+            }
+            for name, n in nodes_sorted
+        ],
+    }
+
+
+def summarize_file(
+    path: str, skip_runs: int = 0, depths: Sequence[int] = DEFAULT_DEPTHS
+) -> Dict[str, Any]:
+    return summarize(load_events(path), skip_runs=skip_runs, depths=depths)

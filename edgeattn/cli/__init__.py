@@ -60,9 +60,12 @@ def _err(msg: str, hint: str | None = None) -> None:
 def main(argv: list[str] | None = None) -> int:
     from edgeattn.errors import EdgeAttnError
 
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("EDGEATTN_DEBUG") == "1"
+    debug = (
+        "--debug" in (argv if argv is not None else sys.argv[1:])
+        or os.environ.get("EDGEATTN_DEBUG") == "1"
+    )
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
     except EdgeAttnError as exc:
         if debug:
             raise
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return exc.exit_code
         raise
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 def run() -> None:

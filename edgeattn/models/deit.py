@@ -1,0 +1,234 @@
+"""DeiT (plain ViT, timm key names) with softmax attention or SimA.
+
+* ``deit_{tiny,small}_patch16_224``: timm's DeiT (class token, learned ``pos_embed``, pre-norm
+  blocks, LayerNorm eps 1e-6, exact GELU, head on the class token); official checkpoints load
+  strictly.
+* ``sima_deit_{tiny,small}_patch16_224``: the same network with every softmax attention
+  replaced by :class:`~edgeattn.attention.sima.SimA` (same ``qkv``/``proj`` parameters), as the
+  SimA author describes for ViT/DeiT (UCDvision/sima issues #3 and #4): no LPI, no class-attention
+  layers. The model the author posted in issue #4 also scales both residual branches by
+  LayerScale ``gamma1``/``gamma2``; ``layer_scale=<init>`` adds them (keys ``blocks.i.gamma1/2``),
+  the default ``None`` keeps DeiT's keys. The rest of that model (patch embedding, positional
+  encoding) could not be read in full, so it is not reproduced here.
+
+``pos_embed`` keeps the 224x224 grid (14x14 + class token) at any ``img_size`` so official
+checkpoints load; the patch part is resized in forward to the input's grid by bicubic
+interpolation (align_corners=False, no antialias: exportable at any opset; timm's
+``dynamic_img_size`` uses antialias, which differs only when shrinking).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgeattn.attention.sima import SimA
+from edgeattn.attention.softmax import Attention
+from edgeattn.errors import ModelError
+from edgeattn.models.registry import register_model
+from edgeattn.models.sima import (
+    Mlp,
+    check_img_size,
+    check_input_size,
+    check_num_classes,
+    check_order,
+)
+
+LN_EPS = 1e-6
+DEIT_ATTENTIONS = ("softmax", "sima")
+# name -> (embed_dim, depth, num_heads)
+DEIT_SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (192, 12, 3),
+    "small": (384, 12, 6),
+}
+
+
+@dataclass(frozen=True)
+class DeiTConfig:
+    name: str
+    attention: str  # "softmax" or "sima"
+    embed_dim: int
+    depth: int
+    num_heads: int
+    patch_size: int = 16
+    mlp_ratio: float = 4.0
+    img_size: int = 224
+    base_img_size: int = 224  # grid of the stored pos_embed
+    num_classes: int = 1000
+    order: str = "auto"  # SimA only
+    crossover: int | None = None  # SimA only
+    layer_scale: float | None = None  # LayerScale init (gamma1/gamma2); None: plain DeiT
+
+    def __post_init__(self) -> None:
+        if self.attention not in DEIT_ATTENTIONS:
+            raise ModelError(
+                f"{self.name}: attention={self.attention!r}; valid: {', '.join(DEIT_ATTENTIONS)}"
+            )
+        if self.embed_dim % self.num_heads:
+            raise ModelError(
+                f"{self.name}: embed_dim={self.embed_dim} not divisible by num_heads={self.num_heads}"
+            )
+        check_img_size(self.name, self.img_size, self.patch_size)
+        check_img_size(self.name, self.base_img_size, self.patch_size)
+        check_num_classes(self.name, self.num_classes)
+        check_order(self.name, self.order, self.crossover)
+        if self.layer_scale is not None and (
+            isinstance(self.layer_scale, bool) or not isinstance(self.layer_scale, int | float)
+        ):
+            raise ModelError(
+                f"{self.name}: layer_scale={self.layer_scale!r} must be a number or None"
+            )
+
+    @property
+    def base_grid(self) -> int:
+        return self.base_img_size // self.patch_size
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping p x p patches by a strided conv: (B, 3, H, W) -> (B, D, H/p, W/p)."""
+
+    def __init__(self, patch_size: int = 16, embed_dim: int = 768, in_chans: int = 3) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class DeiTBlock(nn.Module):
+    """Pre-norm block: x += [γ1·] attn(LN1 x); x += [γ2·] MLP(LN2 x)."""
+
+    def __init__(self, cfg: DeiTConfig) -> None:
+        super().__init__()
+        dim = cfg.embed_dim
+        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
+        if cfg.attention == "sima":
+            self.attn: nn.Module = SimA(
+                dim, cfg.num_heads, qkv_bias=True, order=cfg.order, crossover=cfg.crossover
+            )
+        else:
+            self.attn = Attention(dim, cfg.num_heads, qkv_bias=True)
+        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio))
+        self.gamma1: nn.Parameter | None = None
+        self.gamma2: nn.Parameter | None = None
+        if cfg.layer_scale is not None:
+            self.gamma1 = nn.Parameter(cfg.layer_scale * torch.ones(dim))
+            self.gamma2 = nn.Parameter(cfg.layer_scale * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.attn(self.norm1(x))
+        x = x + (a if self.gamma1 is None else self.gamma1 * a)
+        m = self.mlp(self.norm2(x))
+        return x + (m if self.gamma2 is None else self.gamma2 * m)
+
+
+class VisionTransformer(nn.Module):
+    """DeiT/ViT: (B, 3, H, W), H and W multiples of 16 -> logits (B, num_classes)."""
+
+    def __init__(self, config: DeiTConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim, grid = config.embed_dim, config.base_grid
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, dim))
+        self.patch_embed = PatchEmbed(config.patch_size, dim)
+        self.blocks = nn.ModuleList([DeiTBlock(config) for _ in range(config.depth)])
+        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.head = nn.Linear(dim, config.num_classes) if config.num_classes > 0 else nn.Identity()
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.apply(_init_weights)
+
+    def resized_pos_embed(self, Hp: int, Wp: int) -> torch.Tensor:
+        """(1, 1 + Hp*Wp, D): the class position and the patch grid resized to (Hp, Wp).
+
+        Static sizes equal to the stored grid skip the resize; symbolic sizes (dynamic export)
+        always resize, which is exact at the stored grid (bicubic weights (0, 1, 0, 0))."""
+        g = self.config.base_grid
+        symbolic = isinstance(Hp, torch.SymInt) or isinstance(Wp, torch.SymInt)
+        if not symbolic and not torch.jit.is_tracing() and (Hp, Wp) == (g, g):
+            return self.pos_embed
+        cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
+        patch_pos = patch_pos.reshape(1, g, g, -1).permute(0, 3, 1, 2)  # (1, D, g, g)
+        patch_pos = F.interpolate(
+            patch_pos, size=(Hp, Wp), mode="bicubic", align_corners=False, antialias=False
+        )
+        patch_pos = patch_pos.flatten(2).transpose(1, 2)  # (1, Hp*Wp, D)
+        return torch.cat([cls_pos, patch_pos], dim=1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_input_size(self.config.name, x, self.config.patch_size)
+        B = x.shape[0]
+        x = self.patch_embed(x)  # (B, D, Hp, Wp)
+        Hp, Wp = x.shape[-2], x.shape[-1]
+        x = x.flatten(2).transpose(1, 2)  # (B, N, D)
+        x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)  # (B, 1+N, D)
+        x = x + self.resized_pos_embed(Hp, Wp)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x[:, 0])  # (B, D); LayerNorm is per token
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def _make_entry(name: str, attention: str, size: str) -> Callable[..., nn.Module]:
+    embed_dim, depth, num_heads = DEIT_SIZES[size]
+    fixed = dict(
+        name=name, attention=attention, embed_dim=embed_dim, depth=depth, num_heads=num_heads
+    )
+    if attention == "sima":
+
+        def entry(
+            img_size: int = 224,
+            num_classes: int = 1000,
+            order: str = "auto",
+            crossover: int | None = None,
+            layer_scale: float | None = None,
+        ) -> VisionTransformer:
+            cfg = DeiTConfig(
+                **fixed,
+                img_size=img_size,
+                num_classes=num_classes,
+                order=order,
+                crossover=crossover,
+                layer_scale=layer_scale,
+            )
+            return VisionTransformer(cfg)
+
+    else:
+
+        def entry(img_size: int = 224, num_classes: int = 1000) -> VisionTransformer:
+            cfg = DeiTConfig(**fixed, img_size=img_size, num_classes=num_classes)
+            return VisionTransformer(cfg)
+
+    kind = "SimA" if attention == "sima" else "softmax"
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = (
+        f"DeiT-{size} ({kind} attention): dim {embed_dim}, depth {depth}, {num_heads} heads, "
+        "patch 16."
+    )
+    return entry
+
+
+DEIT_MODELS = []
+for _size in DEIT_SIZES:
+    for _prefix, _attention in (("deit", "softmax"), ("sima_deit", "sima")):
+        _name = f"{_prefix}_{_size}_patch16_224"
+        register_model(_make_entry(_name, _attention, _size), name=_name, family="deit")
+        DEIT_MODELS.append(_name)

@@ -1,0 +1,14 @@
+"""XCiT baselines (facebookresearch/xcit): the SimA nets' skeleton with softmax attention.
+
+``xcit_{nano,tiny,small}_12_p{16,8}`` and ``xcit_{tiny,small,medium,large}_24_p{16,8}``: the
+same :class:`~edgeattn.models.sima.XCiTVisionTransformer` with cross-covariance attention
+(:class:`~edgeattn.attention.xca.XCA`) and softmax class attention. Keys equal the SimA nets'
+plus ``blocks.i.attn.temperature``, as in the official XCiT checkpoints (``pos_embeder.*``;
+timm renames that prefix to ``pos_embed.*`` when it loads them).
+"""
+
+from __future__ import annotations
+
+from edgeattn.models.sima import register_family
+
+XCIT_MODELS = register_family("xcit", "xca", "xcit")

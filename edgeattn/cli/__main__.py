@@ -1,0 +1,3 @@
+from edgeattn.cli import run
+
+run()

@@ -59,7 +59,13 @@ def register_model(
         if key in _REGISTRY and _REGISTRY[key].fn is not f:
             raise ValueError(f"model {key!r} is registered twice")
         fam = family or f.__module__.rsplit(".", 1)[-1]
-        _REGISTRY[key] = ModelEntry(key, f, fam, dict(defaults or {}), description or (f.__doc__ or "").strip().split("\n")[0])
+        _REGISTRY[key] = ModelEntry(
+            key,
+            f,
+            fam,
+            dict(defaults or {}),
+            description or (f.__doc__ or "").strip().split("\n")[0],
+        )
         return f
 
     if fn is not None:
@@ -96,7 +102,9 @@ def get_entry(name: str) -> ModelEntry:
     except KeyError:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
         hint = f"did you mean: {', '.join(close)}?" if close else "see `edgeattn list`"
-        raise ModelError(f"unknown model {name!r}; {hint}", hint="run `edgeattn list` for all names") from None
+        raise ModelError(
+            f"unknown model {name!r}; {hint}", hint="run `edgeattn list` for all names"
+        ) from None
 
 
 def model_info(name: str) -> ModelEntry:
@@ -121,6 +129,6 @@ def create_model(name: str, checkpoint: str | None = None, **overrides: Any) -> 
     if checkpoint is not None:
         from edgeattn.models.checkpoint import load_checkpoint
 
-        load_checkpoint(model, checkpoint)
+        model.checkpoint_info = load_checkpoint(model, checkpoint, name=name)
     model.eval()
     return model

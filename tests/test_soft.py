@@ -417,3 +417,15 @@ def test_registry_lists_and_rejects_unknown_override():
     assert set(ALL_NAMES) <= set(list_models(family="soft"))
     with pytest.raises(ModelError, match="landmark"):
         create_model("soft_tiny", landmark="avgpool")
+
+
+@pytest.mark.parametrize("hw", [(16, 16), (14, 14), (10, 23), (5, 9)])
+def test_exportable_adaptive_pool_equals_adaptive_avg_pool(hw):
+    import torch.nn.functional as F
+
+    from edgeattn.attention.soft import AdaptivePool2d
+
+    x = torch.randn(2, 3, *hw, dtype=torch.float64)
+    torch.testing.assert_close(
+        AdaptivePool2d((7, 7))(x), F.adaptive_avg_pool2d(x, (7, 7)), rtol=0, atol=1e-12
+    )

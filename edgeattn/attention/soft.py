@@ -31,6 +31,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from edgeattn.attention.pinv import newton_inv, newton_inv_norm
 
@@ -62,6 +63,36 @@ def _validate_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return value
+
+
+def _pool_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) averaging matrix with adaptive_avg_pool's bins [floor(i n/o), ceil((i+1) n/o))."""
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    for i in range(n_out):
+        s, e = (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
+        m[i, s:e] = 1.0 / (e - s)
+    return m
+
+
+class AdaptivePool2d(nn.Module):
+    """``adaptive_avg_pool2d`` that ONNX can take at any grid: a plain AveragePool when the grid
+    divides evenly, else two small averaging matmuls (rows, then columns), which is the same
+    arithmetic (each bin is a rectangle). The TorchScript exporter rejects adaptive pooling whose
+    output does not divide the input. The bins are fixed from the grid seen at export, like the
+    official fixed-ratio landmarks; no parameters, so checkpoints are unaffected."""
+
+    def __init__(self, output_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.output_size = (int(output_size[0]), int(output_size[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        oh, ow = self.output_size
+        H, W = int(x.shape[-2]), int(x.shape[-1])
+        if H % oh == 0 and W % ow == 0:
+            return F.avg_pool2d(x, kernel_size=(H // oh, W // ow))  # (.., oh, ow)
+        ph = _pool_matrix(H, oh).to(dtype=x.dtype, device=x.device)  # (oh, H)
+        pw = _pool_matrix(W, ow).to(dtype=x.dtype, device=x.device)  # (ow, W)
+        return ph @ x @ pw.transpose(0, 1)  # (.., oh, ow)
 
 
 class SoftAttentionKernel(nn.Module):
@@ -144,7 +175,7 @@ class SoftAttentionKernel(nn.Module):
             side = math.isqrt(num_landmarks)
             if side * side != num_landmarks:
                 raise ValueError(f"num_landmarks must be a perfect square, got {num_landmarks}")
-            self.Qlandmark_op = nn.AdaptiveAvgPool2d((side, side))
+            self.Qlandmark_op = AdaptivePool2d((side, side))
             self.num_landmarks = num_landmarks
         self.Qnorm_act = nn.Sequential(nn.LayerNorm(d), nn.GELU())
         self.conv: nn.Module | None = None

@@ -1,0 +1,138 @@
+"""`edgeattn export`: one model to one verified, audited .onnx file (+ .onnx.json sidecar)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``["k=v", ...]`` -> overrides; values parse as bool/None/int/float/JSON, else string."""
+    import json
+
+    from edgeattn.errors import ExportError
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ExportError(f"--set {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        k = k.strip()
+        low = v.strip().lower()
+        val: Any
+        if low in ("true", "false"):
+            val = low == "true"
+        elif low in ("none", "null"):
+            val = None
+        else:
+            try:
+                val = int(v)
+            except ValueError:
+                try:
+                    val = float(v)
+                except ValueError:
+                    try:
+                        val = json.loads(v)
+                    except ValueError:
+                        val = v
+        out[k] = val
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export")
+    def export_cmd(
+        name: str = typer.Argument(
+            ..., help="Registered model (see `edgeattn list`) or block_msa_fused."
+        ),
+        opset: int = typer.Option(17, "--opset", help="Exact ONNX opset of the file (13..23)."),
+        img_size: int = typer.Option(
+            None, "--img-size", help="Image side for nets (default: the model's)."
+        ),
+        tokens: int = typer.Option(None, "--tokens", help="Token count N for attention blocks."),
+        dim: int = typer.Option(None, "--dim", help="Embedding dim C for attention blocks."),
+        heads: int = typer.Option(None, "--heads", help="Heads for attention blocks."),
+        batch: int = typer.Option(1, "--batch", help="Batch size of the export shape."),
+        dynamic: bool = typer.Option(
+            False, "--dynamic/--static", help="Dynamic batch and resolution / token count."
+        ),
+        order: str = typer.Option(
+            "auto", "--order", help="SimA QKᵀV order: auto, qk_first, kv_first."
+        ),
+        crossover: int = typer.Option(
+            None, "--crossover", help="SimA auto threshold (default: head dim)."
+        ),
+        checkpoint: str = typer.Option(
+            None, "--checkpoint", help="Official checkpoint to load strictly."
+        ),
+        simplify: bool = typer.Option(
+            True, "--simplify/--no-simplify", help="Run onnxsim (census-guarded)."
+        ),
+        verify: bool = typer.Option(
+            True, "--verify/--no-verify", help="Checker, shape inference, ORT vs PyTorch."
+        ),
+        strict_softmax_free: bool = typer.Option(
+            False,
+            "--strict-softmax-free",
+            help="Fail if any block holds a Softmax or fused attention.",
+        ),
+        output: str = typer.Option(None, "-o", "--output", help="Output .onnx path."),
+        cache_dir: str = typer.Option(
+            None, "--cache-dir", help="Re-use identical exports from here."
+        ),
+        exporter: str = typer.Option("auto", "--exporter", help="auto, torchscript or dynamo."),
+        set_: list[str] = typer.Option(
+            None, "--set", help="Model override KEY=VALUE (repeatable)."
+        ),
+    ) -> None:
+        """Export NAME to ONNX at an exact opset; audit the ops per block; verify against PyTorch."""
+        from rich.console import Console
+
+        from edgeattn.export.onnx import export_onnx
+        from edgeattn.export.report import audit_summary, audit_table, verification_table
+
+        res = export_onnx(
+            name,
+            opset=opset,
+            img_size=img_size,
+            tokens=tokens,
+            dim=dim,
+            heads=heads,
+            batch=batch,
+            dynamic=dynamic,
+            order=order,
+            crossover=crossover,
+            checkpoint=checkpoint,
+            overrides=parse_set(set_),
+            simplify=simplify,
+            verify=verify,
+            strict_softmax_free=strict_softmax_free,
+            output=output,
+            cache_dir=cache_dir,
+            exporter=exporter,
+        )
+        con = Console(highlight=False)
+        spec = res.spec
+        con.print(audit_table(res.audit, title=f"{spec['model']}: op census per block"))
+        con.print(audit_summary(res.audit))
+        if res.verification:
+            con.print(verification_table(res.verification))
+        o = spec.get("order", {})
+        if o.get("applies"):
+            con.print(
+                f"SimA order: policy {o['policy']}, mode {o.get('mode')}, threshold "
+                f"{o.get('threshold')}"
+                + (f", resolved {o['resolved']}" if o.get("resolved") else "")
+                + (f"; {o['implementation']}" if o.get("implementation") else "")
+            )
+        if spec["simplify"].get("reason") and spec["simplify"].get("reason") != "not requested":
+            con.print(f"[yellow]simplify skipped:[/] {spec['simplify']['reason']}")
+        t = res.timings
+        steps = [k for k in t if k.endswith("_s") and k != "total_s"] + ["total_s"]
+        timing = ", ".join(f"{k[:-2]} {t[k]:.2f}s" for k in steps if k in t)
+        con.print(
+            f"[bold]{res.path}[/] ({res.size_bytes / 1e6:.2f} MB, opset {spec['opset']}, "
+            f"{spec['exporter']}{', cached' if res.cached else ''}; sha256 {res.sha256[:12]}…)"
+        )
+        con.print(f"[dim]{timing}; sidecar {res.sidecar_path.name}[/]")

@@ -1,0 +1,383 @@
+"""Bench machinery shared by ``bench``, ``sweep`` and ``profile``.
+
+A *method* is a named attention block configuration (softmax, SimA at a fixed order, SimA with the
+dynamic order, SOFT, XCA, ORT's fused softmax attention). A *job* is a method at one shape. Jobs are
+exported (content-hash cached), turned into runtime specs, and measured by ``edgeattn.runtime``:
+locally in a fresh ``python -m edgeattn.runtime`` subprocess per job, so each record's peak memory
+belongs to that measurement alone and the torch-laden host process never pollutes it; or on a
+remote device over SSH (``edgeattn.remote``). Either way the timing code is the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeattn.errors import BenchError
+
+
+@dataclass(frozen=True)
+class Method:
+    key: str
+    model: str
+    overrides: dict[str, Any]
+    label: str
+    normaliser: str  # what replaces/does the normalisation: exp (softmax), l1, gaussian (exp)
+
+
+METHODS: dict[str, Method] = {
+    m.key: m
+    for m in (
+        Method("softmax", "block_msa", {}, "softmax MSA, (QKᵀ)V", "exp"),
+        Method(
+            "softmax_fused", "block_msa_fused", {}, "softmax, ORT fused MultiHeadAttention", "exp"
+        ),
+        Method("sima_qk", "block_sima", {"order": "qk_first"}, "SimA, (QKᵀ)V fixed", "l1"),
+        Method("sima_kv", "block_sima", {"order": "kv_first"}, "SimA, Q(KᵀV) fixed", "l1"),
+        Method("sima", "block_sima", {"order": "auto"}, "SimA, dynamic order", "l1"),
+        Method("soft", "block_soft", {}, "SOFT, Gaussian kernel, m=49 landmarks", "exp"),
+        Method("xca", "block_xca", {}, "XCA (XCiT), softmax over d×d", "exp"),
+    )
+}
+DEFAULT_METHODS = ("softmax", "softmax_fused", "sima_qk", "sima", "soft", "xca")
+
+
+def parse_methods(spec: str | Sequence[str] | None) -> list[str]:
+    if spec is None:
+        return list(DEFAULT_METHODS)
+    items = spec.split(",") if isinstance(spec, str) else [s for x in spec for s in x.split(",")]
+    out = []
+    for it in (s.strip() for s in items):
+        if not it:
+            continue
+        if it == "all":
+            out.extend(k for k in METHODS if k not in out)
+            continue
+        if it not in METHODS:
+            raise BenchError(f"unknown method {it!r}; valid: {', '.join(METHODS)}, all")
+        if it not in out:
+            out.append(it)
+    if not out:
+        raise BenchError(f"no methods given; valid: {', '.join(METHODS)}")
+    return out
+
+
+@dataclass(frozen=True)
+class Shape:
+    tokens: int
+    dim: int
+    heads: int
+    batch: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("tokens", "dim", "heads", "batch"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v <= 0:
+                raise BenchError(f"--{name} {v!r} must be a positive integer")
+        if self.dim % self.heads:
+            raise BenchError(
+                f"--dim {self.dim} is not divisible by --heads {self.heads}; "
+                f"head_dim must be an integer (try --heads {_divisor_near(self.dim, self.heads)})"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+
+def _divisor_near(n: int, h: int) -> int:
+    divs = [d for d in range(1, n + 1) if n % d == 0]
+    return min(divs, key=lambda d: abs(d - h))
+
+
+def grid_for(tokens: int) -> tuple[int, int] | None:
+    """The most square (H, W) with H*W == tokens and H, W >= 2, else None (SOFT needs a grid)."""
+    best = None
+    h = 1
+    while h * h <= tokens:
+        if tokens % h == 0:
+            best = (h, tokens // h)
+        h += 1
+    if best is None or best[0] < 2:
+        return None
+    return best
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: str = "cpu"
+    threads: int = 0  # intra-op threads; 0 = ORT default
+    opt_level: str = "all"
+    warmup: int = 3
+    min_runs: int = 10
+    max_runs: int = 1000
+    min_time_s: float = 1.0
+    max_time_s: float = 10.0
+    profile: bool = False
+    profile_runs: int = 3
+    opset: int = 17
+    seed: int = 0
+
+    def runtime_fields(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "intra_op_threads": self.threads,
+            "opt_level": self.opt_level,
+            "warmup": self.warmup,
+            "min_runs": self.min_runs,
+            "max_runs": self.max_runs,
+            "min_time_s": self.min_time_s,
+            "max_time_s": self.max_time_s,
+            "profile": self.profile,
+            "profile_runs": self.profile_runs,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class Job:
+    method: Method
+    shape: Shape
+    extra: dict[str, Any] = field(default_factory=dict)  # per-job overrides (e.g. crossover)
+    onnx_path: Path | None = None
+    sidecar: dict[str, Any] | None = None
+    skip_reason: str | None = None
+
+    @property
+    def id(self) -> str:
+        s = self.shape
+        return f"{self.method.key}/N{s.tokens}/D{s.dim}/h{s.heads}/B{s.batch}"
+
+    def overrides(self) -> dict[str, Any]:
+        ov = dict(self.method.overrides)
+        ov.update(self.extra)
+        if self.method.model.startswith("block_soft"):
+            g = grid_for(self.shape.tokens)
+            if g is None:
+                raise BenchError(
+                    f"SOFT needs a token grid but --tokens {self.shape.tokens} has no H×W "
+                    "factorisation with both sides >= 2; use e.g. a square token count"
+                )
+            ov.setdefault("grid", g)
+        return ov
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("EDGEATTN_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeattn" / "exports"
+
+
+def _sidecar_get(sc: dict[str, Any], *paths: str, default: Any = None) -> Any:
+    for p in paths:
+        cur: Any = sc
+        ok = True
+        for part in p.split("."):
+            if isinstance(cur, dict) and part in cur:
+                cur = cur[part]
+            else:
+                ok = False
+                break
+        if ok:
+            return cur
+    return default
+
+
+def prepare(
+    jobs: Iterable[Job],
+    settings: Settings,
+    cache_dir: Path | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> list[Job]:
+    """Export each job's model (cached by content hash) and attach its path and sidecar."""
+    from edgeattn.export import export_onnx
+
+    cache = Path(cache_dir or default_cache_dir())
+    cache.mkdir(parents=True, exist_ok=True)
+    done = []
+    for job in jobs:
+        s = job.shape
+        ov = job.overrides()
+        order = ov.pop("order", "auto") if job.method.model == "block_sima" else "auto"
+        crossover = ov.pop("crossover", None)
+        if on_progress:
+            on_progress(f"export {job.id}")
+        res = export_onnx(
+            job.method.model,
+            opset=settings.opset,
+            tokens=s.tokens,
+            dim=s.dim,
+            heads=s.heads,
+            batch=s.batch,
+            order=order,
+            crossover=crossover,
+            overrides=ov or None,
+            cache_dir=cache,
+        )
+        job.onnx_path = Path(res.path)
+        job.sidecar = json.loads(Path(res.sidecar_path).read_text())
+        done.append(job)
+    return done
+
+
+def job_meta(job: Job) -> dict[str, Any]:
+    sc = job.sidecar or {}
+    audit = sc.get("audit") or {}
+    totals = audit.get("totals") or audit.get("ops") or {}
+    s = job.shape
+    return {
+        "name": job.method.model,
+        "method": job.method.key,
+        "label": job.method.label,
+        "normaliser": job.method.normaliser,
+        "order_policy": job.method.overrides.get(
+            "order", "auto" if job.method.key == "sima" else None
+        ),
+        "order": _sidecar_get(
+            sc, "spec.order.resolved", "spec.order_resolved", "spec.order", default=None
+        ),
+        "tokens": s.tokens,
+        "dim": s.dim,
+        "heads": s.heads,
+        "head_dim": s.head_dim,
+        "batch": s.batch,
+        "opset": _sidecar_get(sc, "spec.opset", "opset"),
+        "ops": {k: totals.get(k, 0) for k in ("Softmax", "Exp", "ReduceL1", "MatMul", "If")},
+        "fused_attention": audit.get("fused_attention", totals.get("fused_attention", 0)),
+        "softmax_free": audit.get("softmax_free"),
+        "export_sha256": sc.get("sha256"),
+        **({"extra": job.extra} if job.extra else {}),
+    }
+
+
+def job_run_spec(job: Job, settings: Settings, model_ref: str | None = None) -> dict[str, Any]:
+    assert job.onnx_path is not None
+    s = job.shape
+    inp = "x"
+    return {
+        "id": job.id,
+        "model": model_ref or str(job.onnx_path),
+        "meta": job_meta(job),
+        "inputs": {inp: [s.batch, s.tokens, s.dim]},
+        **settings.runtime_fields(),
+    }
+
+
+def run_local(
+    runs: Sequence[dict[str, Any]],
+    out: Path | None,
+    resume: bool = False,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Measure each run in its own ``python -m edgeattn.runtime`` process (see module doc)."""
+    records: list[dict[str, Any]] = []
+    env = dict(os.environ)
+    env.pop("PYTHONSTARTUP", None)
+    for run in runs:
+        with tempfile.TemporaryDirectory(prefix="edgeattn-bench-") as td:
+            spec_path = Path(td) / "spec.json"
+            spec_path.write_text(json.dumps({"runs": [run]}))
+            cmd = [sys.executable, "-m", "edgeattn.runtime", "measure", "--spec", str(spec_path)]
+            if out is not None:
+                cmd += ["--out", str(out)]
+                if resume:
+                    cmd.append("--resume")
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            )
+            try:
+                stdout, stderr = proc.communicate()
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+        got = [json.loads(line) for line in stdout.splitlines() if line.strip().startswith("{")]
+        if proc.returncode == 2 or (proc.returncode not in (0, 3) and not got):
+            last = (stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise BenchError(f"runtime failed on {run.get('id')}: {last}")
+        if on_progress and not got and resume:
+            on_progress(f"skip {run.get('id')} (already in {out})")
+        for rec in got:
+            records.append(rec)
+            if on_record:
+                on_record(rec)
+    return records
+
+
+def run_on_hosts(
+    hosts: Sequence[str],
+    jobs: Sequence[Job],
+    settings: Settings,
+    *,
+    out: Path,
+    resume: bool = False,
+    console: Any = None,
+    ssh_options: Sequence[str] = (),
+    identity: Path | None = None,
+    ssh_config: Path | None = None,
+    remote_python: str | None = None,
+    accept_new_host_key: bool = False,
+    remote_dir: str | None = None,
+    keep_remote: bool = False,
+) -> list[dict[str, Any]]:
+    """The same measurements on SSH hosts (in parallel, one thread per host) with the device
+    runtime; records stream into ``out`` tagged with the host. Only numpy + onnxruntime are
+    needed on the device: the models were exported here."""
+    from edgeattn.errors import RemoteError
+    from edgeattn.remote import SSHOptions, run_many
+
+    if resume:
+        raise BenchError("--resume is not supported with --host yet; use a new --out file")
+    opts = SSHOptions(
+        ssh_config=str(ssh_config) if ssh_config else None,
+        identity=str(identity) if identity else None,
+        options=tuple(ssh_options),
+        accept_new_host_key=accept_new_host_key,
+    )
+    model_files: dict[str, str] = {}
+    runs = []
+    for j in jobs:
+        assert j.onnx_path is not None
+        ref = j.onnx_path.name  # content-hashed names from the export cache: unique per model
+        model_files[ref] = str(j.onnx_path)
+        runs.append(job_run_spec(j, settings, model_ref=ref))
+
+    def progress(host_or_msg: Any, msg: Any = None) -> None:
+        if console is not None:
+            console.print(f"[dim]{host_or_msg if msg is None else f'{host_or_msg}: {msg}'}[/]")
+
+    outcomes = run_many(
+        list(hosts),
+        {"runs": runs},
+        model_files,
+        out=str(out),
+        ssh=opts,
+        remote_python=remote_python,
+        remote_dir=remote_dir,
+        keep_remote=keep_remote,
+        on_progress=progress,
+    )
+    records: list[dict[str, Any]] = []
+    errors = []
+    for o in outcomes:
+        if o.result is not None:
+            records += o.result.records
+        if o.error is not None:
+            errors.append(
+                f"{o.host}: {str(o.error).splitlines()[0] if str(o.error) else type(o.error).__name__}"
+            )
+    if errors and not records:
+        raise RemoteError("; ".join(errors))
+    if errors and console is not None:
+        for e in errors:
+            console.print(f"[red]error:[/] {e}")
+    return records

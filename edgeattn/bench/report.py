@@ -1,0 +1,328 @@
+"""Tables (rich), summaries and CSV from runtime records. Pure functions over record dicts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+def ok(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("status") == "ok"]
+
+
+def p50(rec: dict[str, Any]) -> float | None:
+    return (rec.get("latency_ms") or {}).get("median")
+
+
+def device_label(rec: dict[str, Any]) -> str:
+    dev = rec.get("device") or {}
+    host = rec.get("host") or {}
+    name = host.get("spec") or dev.get("hostname") or "?"
+    cpu = dev.get("cpu_model") or dev.get("machine") or ""
+    prov = (rec.get("session") or {}).get("device") or ""
+    return f"{name} [{prov}] {cpu}".strip()
+
+
+def by_method(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Last ok record per method key (a bench run measures each method once per shape)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in ok(records):
+        out[(r.get("meta") or {}).get("method", "?")] = r
+    return out
+
+
+def ratio(num: dict[str, Any] | None, den: dict[str, Any] | None) -> float | None:
+    if not num or not den:
+        return None
+    a, b = p50(num), p50(den)
+    if not a or not b:
+        return None
+    return a / b
+
+
+def bench_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The headline ratios, each computed from medians measured in this run (None if absent)."""
+    m = by_method(records)
+    sima = m.get("sima")
+    return {
+        "exp_vs_l1_fixed_order": ratio(m.get("softmax"), m.get("sima_qk")),
+        "dynamic_order_speedup": ratio(m.get("sima_qk"), sima),
+        "dynamic_order_taken": ((sima or {}).get("meta") or {}).get("order"),
+        "fused_softmax_vs_sima_dynamic": ratio(m.get("softmax_fused"), sima),
+        "softmax_vs_fused_softmax": ratio(m.get("softmax"), m.get("softmax_fused")),
+        "softmax_vs_soft": ratio(m.get("softmax"), m.get("soft")),
+        "xca_vs_sima_dynamic": ratio(m.get("xca"), sima),
+    }
+
+
+def _fmt_ms(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+
+
+def _fmt_x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}×"
+
+
+def bench_table(records: Sequence[dict[str, Any]], title: str = "") -> Any:
+    from rich.table import Table
+
+    m = by_method(records)
+    base = m.get("softmax")
+    t = Table(title=title or "attention block latency (ONNX Runtime)", title_justify="left")
+    for col, kw in (
+        ("method", {"no_wrap": True}),
+        ("order", {"no_wrap": True}),
+        ("p50 ms", {"justify": "right"}),
+        ("p90 ms", {"justify": "right"}),
+        ("cv", {"justify": "right", "no_wrap": True}),
+        ("runs", {"justify": "right"}),
+        ("÷MSA", {"justify": "right"}),
+        ("Smax/Exp", {"justify": "center", "no_wrap": True}),
+        ("MB", {"justify": "right"}),
+    ):
+        t.add_column(col, **kw)
+    for rec in records:
+        meta = rec.get("meta") or {}
+        if rec.get("status") != "ok":
+            t.add_row(
+                meta.get("method", "?"),
+                "",
+                "[red]error[/]",
+                (rec.get("error") or "")[:60],
+                "",
+                "",
+                "",
+                "",
+                "",
+            )
+            continue
+        lat = rec.get("latency_ms") or {}
+        ops = meta.get("ops") or {}
+        fused = meta.get("fused_attention") or 0
+        census = f"{ops.get('Softmax', 0)}/{ops.get('Exp', 0)}"
+        if fused:
+            census += f"+{fused}F"
+        cv = lat.get("cv")
+        cv_s = (
+            "-" if cv is None else f"{cv:.0%}" + ("" if lat.get("stable", True) else "[yellow]![/]")
+        )
+        mem = (rec.get("memory") or {}).get("peak_rss_mb")
+        t.add_row(
+            meta.get("method", "?"),
+            _order_str(meta),
+            _fmt_ms(lat.get("median")),
+            _fmt_ms(lat.get("p90")),
+            cv_s,
+            str(lat.get("runs", "-")),
+            _fmt_x(ratio(rec, base)) if base else "-",
+            census,
+            "-" if mem is None else f"{mem:.0f}",
+        )
+    return t
+
+
+def legend(records: Sequence[dict[str, Any]]) -> list[str]:
+    seen: dict[str, str] = {}
+    for r in records:
+        m = r.get("meta") or {}
+        if m.get("method") and m.get("label"):
+            seen.setdefault(m["method"], m["label"])
+    return [f"{k}: {v}" for k, v in seen.items()]
+
+
+def _order_str(meta: dict[str, Any]) -> str:
+    order = meta.get("order")
+    if meta.get("method") in ("softmax", "softmax_fused"):
+        return "(QKᵀ)V"
+    if meta.get("method") == "xca":
+        return "V(KᵀQ) d×d"
+    if meta.get("method") == "soft":
+        return "Nyström"
+    names = {"qk_first": "(QKᵀ)V", "kv_first": "Q(KᵀV)"}
+    s = names.get(order, order or "?")
+    if meta.get("order_policy") == "auto":
+        s += " auto"
+    return s
+
+
+def summary_lines(summary: dict[str, Any], shape: str) -> list[str]:
+    out = []
+    v = summary.get("exp_vs_l1_fixed_order")
+    if v is not None:
+        out.append(
+            f"exp vs l1 at fixed (QKᵀ)V order, {shape}: softmax / SimA = {v:.2f}× "
+            f"({'softmax slower' if v > 1 else 'SimA slower'})"
+        )
+    v = summary.get("dynamic_order_speedup")
+    if v is not None:
+        taken = {"qk_first": "(QKᵀ)V", "kv_first": "Q(KᵀV)"}.get(
+            summary.get("dynamic_order_taken"), "?"
+        )
+        out.append(f"dynamic ordering: SimA (QKᵀ)V / SimA auto = {v:.2f}× (auto took {taken})")
+    v = summary.get("fused_softmax_vs_sima_dynamic")
+    if v is not None:
+        out.append(f"ORT fused softmax / SimA auto = {v:.2f}×")
+    v = summary.get("softmax_vs_soft")
+    if v is not None:
+        out.append(f"softmax / SOFT = {v:.2f}×")
+    return out
+
+
+CSV_FIELDS = (
+    "device",
+    "method",
+    "name",
+    "order",
+    "tokens",
+    "dim",
+    "heads",
+    "batch",
+    "threads",
+    "provider",
+    "status",
+    "median_ms",
+    "p90_ms",
+    "p99_ms",
+    "mean_ms",
+    "min_ms",
+    "cv",
+    "runs",
+    "peak_rss_mb",
+    "softmax_ops",
+    "exp_ops",
+    "key",
+)
+
+
+def to_csv(records: Iterable[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+    w.writeheader()
+    for r in records:
+        meta = r.get("meta") or {}
+        lat = r.get("latency_ms") or {}
+        ses = r.get("session") or {}
+        ops = meta.get("ops") or {}
+        w.writerow(
+            {
+                "device": device_label(r),
+                "method": meta.get("method"),
+                "name": meta.get("name") or (r.get("model") or {}).get("path"),
+                "order": meta.get("order"),
+                "tokens": meta.get("tokens"),
+                "dim": meta.get("dim"),
+                "heads": meta.get("heads"),
+                "batch": meta.get("batch"),
+                "threads": ses.get("intra_op_threads"),
+                "provider": ses.get("device"),
+                "status": r.get("status"),
+                "median_ms": lat.get("median"),
+                "p90_ms": lat.get("p90"),
+                "p99_ms": lat.get("p99"),
+                "mean_ms": lat.get("mean"),
+                "min_ms": lat.get("min"),
+                "cv": lat.get("cv"),
+                "runs": lat.get("runs"),
+                "peak_rss_mb": (r.get("memory") or {}).get("peak_rss_mb"),
+                "softmax_ops": ops.get("Softmax"),
+                "exp_ops": ops.get("Exp"),
+                "key": r.get("key"),
+            }
+        )
+    return buf.getvalue()
+
+
+def compare_table(records: Sequence[dict[str, Any]]) -> Any:
+    """Side-by-side medians: one row per workload (method+shape), one column per device/run."""
+    from rich.table import Table
+
+    devices: list[str] = []
+    cells: dict[tuple, dict[str, list[float]]] = {}
+    for r in ok(records):
+        d = device_label(r)
+        if d not in devices:
+            devices.append(d)
+        meta = r.get("meta") or {}
+        wk = (
+            meta.get("method") or meta.get("name") or (r.get("model") or {}).get("path"),
+            meta.get("tokens"),
+            meta.get("dim"),
+            meta.get("heads"),
+            (r.get("session") or {}).get("intra_op_threads"),
+        )
+        cells.setdefault(wk, {}).setdefault(d, []).append(p50(r))
+    t = Table(title="median latency (ms) by device", title_justify="left")
+    for c in ("workload", "N", "D", "h", "threads"):
+        t.add_column(c)
+    for d in devices:
+        t.add_column(d, justify="right")
+    if len(devices) == 2:
+        t.add_column("ratio", justify="right")
+    for wk, per in cells.items():
+        vals = [statistics.median(per[d]) if d in per else None for d in devices]
+        row = [str(x) if x is not None else "-" for x in wk] + [_fmt_ms(v) for v in vals]
+        if len(devices) == 2:
+            row.append(_fmt_x(vals[1] / vals[0]) if vals[0] and vals[1] else "-")
+        t.add_row(*row)
+    return t
+
+
+def profile_table(rec: dict[str, Any], depth_key: str | None = None, title: str = "") -> Any:
+    """Per-block latency table from a profiled record (``rec['profile']``)."""
+    from rich.table import Table
+
+    prof = rec.get("profile") or {}
+    blocks = prof.get("blocks")
+    if isinstance(blocks, dict):  # {depth: [rows]}
+        keys = sorted(blocks, key=lambda k: int(k) if str(k).isdigit() else 0)
+        rows = (
+            blocks.get(depth_key)
+            if depth_key in blocks
+            else blocks[keys[-1] if depth_key == "deep" else keys[0]]
+        )
+    else:
+        rows = blocks or []
+    t = Table(title=title or "per-block latency (ORT profile)", title_justify="left")
+    t.add_column("block")
+    t.add_column("kind")
+    t.add_column("ms", justify="right")
+    t.add_column("share", justify="right")
+    t.add_column("top ops")
+    for row in rows:
+        ops = row.get("ops") or {}
+        top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(ops.items(), key=lambda kv: -kv[1])[:3])
+        t.add_row(
+            str(row.get("name")),
+            str(row.get("kind", "")),
+            _fmt_ms(row.get("ms")),
+            f"{(row.get('share') or 0):.1%}",
+            top,
+        )
+    return t
+
+
+def compare_sweep_table(records: Sequence[dict[str, Any]]) -> Any:
+    """Sweep results: one row per shape, one column per method (median ms)."""
+    from rich.table import Table
+
+    methods: list[str] = []
+    rows: dict[tuple[int, int, int], dict[str, float | None]] = {}
+    for r in ok(records):
+        m = r.get("meta") or {}
+        meth = m.get("method", "?")
+        if meth not in methods:
+            methods.append(meth)
+        rows.setdefault((m.get("tokens"), m.get("dim"), m.get("heads")), {})[meth] = p50(r)
+    t = Table(title="sweep: median latency (ms)", title_justify="left")
+    for c in ("N", "D", "h"):
+        t.add_column(c, justify="right")
+    for meth in methods:
+        t.add_column(meth, justify="right")
+    for (n, d, h), per in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+        t.add_row(str(n), str(d), str(h), *[_fmt_ms(per.get(x)) for x in methods])
+    return t

@@ -1,0 +1,149 @@
+"""Regime grids (the SimA paper's timing design) and the measured (QKᵀ)V / Q(KᵀV) crossover.
+
+- tokens regime (N > D): D and h fixed, N grows; softmax MSA is the quadratic baseline.
+- channels regime (N < D): N fixed, D grows; XCA (softmax over the d×d map) is the baseline.
+- crossover: SimA at both fixed orders over N around head_dim; the first N from which Q(KᵀV)
+  stays faster than (QKᵀ)V, interpolated in log N between the bracketing points.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from edgeattn.bench.core import METHODS, Job, Shape
+from edgeattn.bench.report import ok, p50
+from edgeattn.errors import BenchError
+
+TOKENS_GRID = (64, 256, 1024, 4096)
+CHANNELS_GRID = (384, 768, 1536, 3072)
+TOKENS_METHODS = ("softmax", "sima_qk", "sima", "soft")
+CHANNELS_METHODS = ("xca", "sima_kv", "sima")
+
+
+def parse_int_list(text: str | Sequence[int] | None, what: str) -> list[int]:
+    if text is None:
+        return []
+    if not isinstance(text, str):
+        return [int(v) for v in text]
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            v = int(part)
+        except ValueError:
+            raise BenchError(
+                f"{what}: {part!r} is not an integer (give a comma list like 64,256,1024)"
+            ) from None
+        if v <= 0:
+            raise BenchError(f"{what}: {v} must be positive")
+        out.append(v)
+    return out
+
+
+def tokens_jobs(dim: int, heads: int, tokens: Sequence[int], methods: Sequence[str]) -> list[Job]:
+    return [Job(METHODS[m], Shape(n, dim, heads)) for n in tokens for m in methods]
+
+
+def channels_jobs(
+    tokens: int, heads: int, dims: Sequence[int], methods: Sequence[str]
+) -> list[Job]:
+    jobs = []
+    for d in dims:
+        if d % heads:
+            raise BenchError(f"channels grid: dim {d} is not divisible by heads {heads}")
+        jobs += [Job(METHODS[m], Shape(tokens, d, heads)) for m in methods]
+    return jobs
+
+
+def crossover_grid(head_dim: int, points: int = 9) -> list[int]:
+    """Geometric N grid from head_dim/8 to head_dim*8 (at least 4 tokens), head_dim included."""
+    lo, hi = max(4, head_dim // 8), head_dim * 8
+    vals = {
+        round(math.exp(math.log(lo) + i * (math.log(hi) - math.log(lo)) / (points - 1)))
+        for i in range(points)
+    }
+    vals.add(head_dim)
+    return sorted(vals)
+
+
+def crossover_jobs(dim: int, heads: int, tokens: Sequence[int] | None = None) -> list[Job]:
+    grid = list(tokens) if tokens else crossover_grid(dim // heads)
+    return [Job(METHODS[m], Shape(n, dim, heads)) for n in grid for m in ("sima_qk", "sima_kv")]
+
+
+@dataclass(frozen=True)
+class Crossover:
+    dim: int
+    heads: int
+    head_dim: int
+    crossover: int | None  # measured: Q(KᵀV) faster from this N on; None if never/always
+    rule: int  # official rule: qk_first iff N < head_dim
+    points: list[dict[str, Any]]
+    note: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dim": self.dim,
+            "heads": self.heads,
+            "head_dim": self.head_dim,
+            "crossover": self.crossover,
+            "rule_threshold": self.rule,
+            "points": self.points,
+            "note": self.note,
+        }
+
+
+def find_crossover(records: Sequence[dict[str, Any]], dim: int, heads: int) -> Crossover:
+    """From sima_qk / sima_kv records at one (D, h), the measured crossover N."""
+    qk: dict[int, float] = {}
+    kv: dict[int, float] = {}
+    for r in ok(records):
+        m = r.get("meta") or {}
+        if m.get("dim") != dim or m.get("heads") != heads:
+            continue
+        if m.get("method") == "sima_qk":
+            qk[m["tokens"]] = p50(r)
+        elif m.get("method") == "sima_kv":
+            kv[m["tokens"]] = p50(r)
+    ns = sorted(set(qk) & set(kv))
+    hd = dim // heads
+    if len(ns) < 2:
+        raise BenchError(
+            f"crossover for D={dim} h={heads}: need both orders at >= 2 token counts, got {ns}"
+        )
+    points = [
+        {"tokens": n, "qk_first_ms": qk[n], "kv_first_ms": kv[n], "kv_faster": kv[n] < qk[n]}
+        for n in ns
+    ]
+    # First index from which kv_first is faster at every larger N.
+    idx = None
+    for i in range(len(ns)):
+        if all(p["kv_faster"] for p in points[i:]):
+            idx = i
+            break
+    if idx is None:
+        return Crossover(dim, heads, hd, None, hd, points, f"(QKᵀ)V stayed faster up to N={ns[-1]}")
+    if idx == 0:
+        return Crossover(
+            dim, heads, hd, ns[0], hd, points, f"Q(KᵀV) already faster at the smallest N={ns[0]}"
+        )
+    # Interpolate the sign change of log(kv/qk) in log N between ns[idx-1] and ns[idx].
+    a, b = ns[idx - 1], ns[idx]
+    fa = math.log(kv[a] / qk[a])
+    fb = math.log(kv[b] / qk[b])
+    t = fa / (fa - fb) if fa != fb else 0.5
+    n_star = math.exp(math.log(a) + t * (math.log(b) - math.log(a)))
+    return Crossover(
+        dim,
+        heads,
+        hd,
+        max(a + 1, min(b, math.ceil(n_star))),
+        hd,
+        points,
+        f"between N={a} and N={b}",
+    )

@@ -1,0 +1,250 @@
+"""The bench, sweep, profile, report and env commands end to end on tiny shapes (real exports,
+real ONNX Runtime sessions in `python -m edgeattn.runtime` subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeattn.bench import report
+from edgeattn.bench.sweep import crossover_grid, find_crossover
+
+EXE = [sys.executable, "-m", "edgeattn.cli"]
+FAST = ["--min-time", "0.05", "--max-time", "2"]
+
+
+def run_cli(*args: str, cache: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    import os
+
+    env = dict(os.environ, EDGEATTN_CACHE=str(cache))
+    return subprocess.run([*EXE, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("export-cache")
+
+
+@pytest.fixture(scope="module")
+def bench_out(tmp_path_factory, cache) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("bench") / "r.jsonl"
+    r = run_cli(
+        "bench",
+        "--tokens",
+        "64",
+        "--dim",
+        "32",
+        "--heads",
+        "2",
+        "--out",
+        str(out),
+        "--min-runs",
+        "3",
+        *FAST,
+        cache=cache,
+    )
+    return out, r
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_bench_writes_one_record_per_method_with_summary(bench_out):
+    out, r = bench_out
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = read(out)
+    methods = [x["meta"]["method"] for x in recs]
+    assert methods == ["softmax", "softmax_fused", "sima_qk", "sima", "soft", "xca"]
+    assert all(x["status"] == "ok" and x["schema"] == "edgeattn.record/1" for x in recs)
+    for x in recs:
+        assert x["meta"]["tokens"] == 64 and x["meta"]["dim"] == 32 and x["meta"]["heads"] == 2
+        assert x["latency_ms"]["runs"] >= 3 and x["latency_ms"]["median"] > 0
+        assert x["inputs"]["x"]["shape"] == [1, 64, 32]
+    by = {x["meta"]["method"]: x for x in recs}
+    # The audit travels with each record: softmax has a Softmax op, SimA has none and no Exp.
+    assert by["softmax"]["meta"]["ops"]["Softmax"] == 1
+    assert by["sima"]["meta"]["ops"]["Softmax"] == 0 and by["sima"]["meta"]["ops"]["Exp"] == 0
+    assert by["softmax_fused"]["meta"]["fused_attention"] >= 1
+    # N=64 > head_dim=16: the dynamic order resolves to Q(KᵀV) at this static shape.
+    assert by["sima"]["meta"]["order"] == "kv_first"
+    assert by["sima_qk"]["meta"]["order"] == "qk_first"
+    assert "exp vs l1 at fixed (QKᵀ)V order" in r.stdout
+    assert "dynamic ordering" in r.stdout
+
+
+def test_bench_resume_skips_done_measurements(bench_out, cache):
+    out, _ = bench_out
+    before = read(out)
+    r = run_cli(
+        "bench",
+        "--tokens",
+        "64",
+        "--dim",
+        "32",
+        "--heads",
+        "2",
+        "--out",
+        str(out),
+        "--resume",
+        "--methods",
+        "softmax,sima",
+        *FAST,
+        cache=cache,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(read(out)) == len(before)
+
+
+def test_report_reads_records_and_writes_csv(bench_out, tmp_path, cache):
+    out, _ = bench_out
+    csv_path = tmp_path / "r.csv"
+    r = run_cli("report", str(out), "--csv", str(csv_path), cache=cache)
+    assert r.returncode == 0, r.stderr
+    assert "median latency (ms) by device" in r.stdout
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].startswith("device,method,")
+    assert len(lines) == 1 + len(read(out))
+
+
+def test_summary_ratios_come_from_medians(bench_out):
+    out, _ = bench_out
+    recs = read(out)
+    s = report.bench_summary(recs)
+    by = {x["meta"]["method"]: x["latency_ms"]["median"] for x in recs}
+    assert s["exp_vs_l1_fixed_order"] == pytest.approx(by["softmax"] / by["sima_qk"])
+    assert s["dynamic_order_speedup"] == pytest.approx(by["sima_qk"] / by["sima"])
+    assert s["dynamic_order_taken"] == "kv_first"
+
+
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (["--methods", "softmax,bogus"], "unknown method 'bogus'"),
+        (["--device", "tensorrt"], "TensorrtExecutionProvider"),
+        (["--device", "gpu"], "device 'gpu' is not one of"),
+        (["--dim", "30", "--heads", "4"], "--dim 30 is not divisible by --heads 4"),
+        (["--tokens", "0"], "--tokens 0 must be a positive integer"),
+    ],
+)
+def test_bench_bad_input_is_one_line_and_nonzero(args, msg, tmp_path, cache):
+    r = run_cli("bench", "--out", str(tmp_path / "x.jsonl"), *args, cache=cache, timeout=120)
+    assert r.returncode != 0
+    assert msg in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_profile_blocks_add_up_to_the_whole(tmp_path, cache):
+    out = tmp_path / "p.jsonl"
+    r = run_cli(
+        "profile",
+        "sima_nano_12_p16",
+        "--img-size",
+        "64",
+        "--runs",
+        "3",
+        "--min-time",
+        "0.1",
+        "--out",
+        str(out),
+        cache=cache,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    [rec] = read(out)
+    prof = rec["profile"]
+    blocks = prof["blocks"]["1"]
+    names = [b["name"] for b in blocks]
+    assert "blocks.0" in names and "blocks.11" in names and "cls_attn_blocks.1" in names
+    assert sum(b["ms"] for b in blocks) == pytest.approx(prof["total_node_ms"], rel=1e-3)
+    assert sum(b["share"] for b in blocks) == pytest.approx(1.0, abs=1e-3)
+    # Inside a block, attention and MLP are told apart.
+    b0 = next(b for b in blocks if b["name"] == "blocks.0")
+    assert b0["components"].get("attention", 0) > 0 and b0["components"].get("mlp", 0) > 0
+    assert 0 < prof["coverage"] <= 1.5
+    assert "stages" in r.stdout and "blocks.11" in r.stdout
+
+
+def test_env_prints_fingerprint_and_providers(cache):
+    r = run_cli("env", "--json", cache=cache, timeout=120)
+    assert r.returncode == 0, r.stderr
+    fp = json.loads(r.stdout)
+    assert "CPUExecutionProvider" in fp["providers"]
+    assert fp["cores_logical"] >= 1
+
+
+def _rec(method, n, ms, dim=64, heads=1):
+    return {
+        "status": "ok",
+        "meta": {"method": method, "tokens": n, "dim": dim, "heads": heads},
+        "latency_ms": {"median": ms},
+    }
+
+
+def test_find_crossover_interpolates_the_sign_change():
+    recs = []
+    for n in (16, 32, 64, 128, 256):
+        recs.append(_rec("sima_qk", n, n * n / 100))  # quadratic
+        recs.append(_rec("sima_kv", n, n * 0.8))  # linear: crossover at N = 80
+    x = find_crossover(recs, 64, 1)
+    assert x.rule == 64 and x.head_dim == 64
+    assert 65 <= x.crossover <= 128
+    assert x.crossover == pytest.approx(80, abs=8)
+
+
+def test_find_crossover_none_when_qk_always_wins():
+    recs = [_rec("sima_qk", n, 1.0) for n in (8, 16)] + [_rec("sima_kv", n, 2.0) for n in (8, 16)]
+    assert find_crossover(recs, 64, 1).crossover is None
+
+
+def test_crossover_grid_brackets_head_dim():
+    g = crossover_grid(64)
+    assert g[0] <= 8 and g[-1] >= 512 and 64 in g and g == sorted(set(g))
+
+
+def test_sweep_crossover_writes_threshold(tmp_path, cache):
+    out = tmp_path / "s.jsonl"
+    xo = tmp_path / "x.json"
+    r = run_cli(
+        "sweep",
+        "--regime",
+        "crossover",
+        "--dim",
+        "32",
+        "--heads",
+        "2",
+        "--crossover-heads",
+        "2",
+        "--crossover-grid",
+        "4,16,64",
+        "--out",
+        str(out),
+        "--write-crossover",
+        str(xo),
+        "--min-time",
+        "0.05",
+        "--min-runs",
+        "3",
+        cache=cache,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads(xo.read_text())
+    [c] = data["crossovers"]
+    assert c["head_dim"] == 16 and c["rule_threshold"] == 16
+    assert {p["tokens"] for p in c["points"]} == {4, 16, 64}
+    assert len(read(out)) == 6
+
+
+def test_plot_needs_a_known_suffix(bench_out, tmp_path):
+    from edgeattn.bench.plot import plot_records
+    from edgeattn.errors import BenchError
+
+    out, _ = bench_out
+    with pytest.raises(BenchError, match="use a .png, .svg or .pdf"):
+        plot_records(read(out), tmp_path / "x.gif")
+    p = plot_records(read(out), tmp_path / "x.png")
+    assert p.stat().st_size > 1000

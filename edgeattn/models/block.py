@@ -172,62 +172,45 @@ def block_xca(
     return _build("xca", dim=dim, heads=heads, tokens=tokens, qkv_bias=qkv_bias)
 
 
-@register_model(family="block")
-def block_soft(
-    dim: int = 384,
-    heads: int = 6,
-    tokens: int = 4096,
-    grid: tuple[int, int] | None = None,
-    qkv_bias: bool = True,
-    landmarks: str = "adaptive",
-    num_landmarks: int = 49,
-    ratio: int = 8,
-    conv_size: int = 3,
-    newton_iters: int = 20,
-) -> AttentionBlock:
-    """SOFT: Gaussian kernel, Q=K, Nyström landmarks (fixed m by default), Newton inverse."""
-    return _build(
-        "soft",
-        dim=dim,
-        heads=heads,
-        tokens=tokens,
-        grid=grid,
-        qkv_bias=qkv_bias,
-        landmarks=landmarks,
-        num_landmarks=num_landmarks,
-        ratio=ratio,
-        conv_size=conv_size,
-        newton_iters=newton_iters,
-    )
+def _soft_entry(kind: str, doc: str):
+    def entry(
+        dim: int = 384,
+        heads: int = 6,
+        tokens: int = 4096,
+        grid: tuple[int, int] | None = None,
+        qkv_bias: bool = True,
+        landmarks: str = "adaptive",
+        num_landmarks: int = 49,
+        ratio: int = 8,
+        conv_size: int = 3,
+        newton_iters: int = 20,
+    ) -> AttentionBlock:
+        return _build(
+            kind,
+            dim=dim,
+            heads=heads,
+            tokens=tokens,
+            grid=grid,
+            qkv_bias=qkv_bias,
+            landmarks=landmarks,
+            num_landmarks=num_landmarks,
+            ratio=ratio,
+            conv_size=conv_size,
+            newton_iters=newton_iters,
+        )
+
+    entry.__name__ = entry.__qualname__ = f"block_{kind}"
+    entry.__doc__ = doc
+    return register_model(entry, family="block")
 
 
-@register_model(family="block")
-def block_soft_norm(
-    dim: int = 384,
-    heads: int = 6,
-    tokens: int = 4096,
-    grid: tuple[int, int] | None = None,
-    qkv_bias: bool = True,
-    landmarks: str = "adaptive",
-    num_landmarks: int = 49,
-    ratio: int = 8,
-    conv_size: int = 3,
-    newton_iters: int = 20,
-) -> AttentionBlock:
-    """SOFT-Norm: SOFT with the symmetric D^-1/2 normalisation of the bottleneck inverse."""
-    return _build(
-        "soft_norm",
-        dim=dim,
-        heads=heads,
-        tokens=tokens,
-        grid=grid,
-        qkv_bias=qkv_bias,
-        landmarks=landmarks,
-        num_landmarks=num_landmarks,
-        ratio=ratio,
-        conv_size=conv_size,
-        newton_iters=newton_iters,
-    )
+block_soft = _soft_entry(
+    "soft", "SOFT: Gaussian kernel, Q=K, Nyström landmarks (fixed m by default), Newton inverse."
+)
+block_soft_norm = _soft_entry(
+    "soft_norm",
+    "SOFT-Norm: SOFT with the symmetric D^-1/2 normalisation of the bottleneck inverse.",
+)
 
 
 def block_config_dict(model: AttentionBlock) -> dict:

@@ -293,6 +293,9 @@ def test_profile_skips_warmup_and_averages():
         ("blocks.2/xca", "attention"),
         ("/blocks.0/mlp/fc1/MatMul", "mlp"),
         ("/block2.1/ff2/Conv", "mlp"),
+        # SOFT's `att` is the whole post-norm layer: its FFN and norms are not attention.
+        ("/block1.0/att/ff1/MatMul", "mlp"),
+        ("/block1.0/att/norm2/LayerNormalization", "norm"),
         ("/blocks.0/norm1/ReduceMean", "norm"),
         ("/blocks.0/local_mp/conv1/Conv", "lpi"),
         ("/patch_embed/proj/Conv", "embed"),

@@ -90,6 +90,8 @@ def stage_rows(block_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         s["blocks"] += 1
         for k, v in (r.get("components") or {}).items():
             s["components"][k] = s["components"].get(k, 0.0) + v
+    for s in stages.values():
+        s["ops"] = dict(sorted(s["ops"].items(), key=lambda kv: -kv[1]))
     return list(stages.values())
 
 

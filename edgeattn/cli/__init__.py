@@ -49,9 +49,9 @@ for _mod in _COMMAND_MODULES:
 
 
 def _err(msg: str, hint: str | None = None) -> None:
-    from rich.console import Console
+    from edgeattn.cli.console import console
 
-    con = Console(stderr=True, highlight=False)
+    con = console(stderr=True, highlight=False)
     con.print(f"[bold red]error:[/] {msg}", markup=True, soft_wrap=True)
     if hint:
         con.print(f"[dim]hint: {hint}[/]", soft_wrap=True)

@@ -17,12 +17,9 @@ DEVICE_HELP = (
 
 
 def _console():
-    import sys
+    from edgeattn.cli.console import console
 
-    from rich.console import Console
-
-    # Piped output (CI logs, `| tee`) gets 120 columns rather than rich's 80 so tables stay whole.
-    return Console() if sys.stdout.isatty() else Console(width=120)
+    return console()
 
 
 def _default_out(kind: str) -> Path:

@@ -87,8 +87,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Export NAME to ONNX at an exact opset; audit the ops per block; verify against PyTorch."""
-        from rich.console import Console
-
+        from edgeattn.cli.console import console
         from edgeattn.export.onnx import export_onnx
         from edgeattn.export.report import audit_summary, audit_table, verification_table
 
@@ -112,7 +111,7 @@ def register(app: typer.Typer) -> None:
             cache_dir=cache_dir,
             exporter=exporter,
         )
-        con = Console(highlight=False)
+        con = console(highlight=False)
         spec = res.spec
         con.print(audit_table(res.audit, title=f"{spec['model']}: op census per block"))
         con.print(audit_summary(res.audit))

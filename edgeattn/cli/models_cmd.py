@@ -12,9 +12,9 @@ def register(app: typer.Typer) -> None:
         family: str = typer.Option(None, "--family", help="soft, sima, xcit, deit or block."),
     ) -> None:
         """List registered models (name, family, parameter count with --params)."""
-        from rich.console import Console
         from rich.table import Table
 
+        from edgeattn.cli.console import console
         from edgeattn.models.registry import get_entry, list_models
 
         names = list_models(pattern, family=family)
@@ -25,4 +25,4 @@ def register(app: typer.Typer) -> None:
         for n in names:
             e = get_entry(n)
             table.add_row(n, e.family, e.description)
-        Console().print(table)
+        console().print(table)

@@ -149,9 +149,9 @@ def check_cmd(
     """Preflight: reachable? python, numpy, onnxruntime, providers, CPU, disk; how to fix gaps."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from rich.console import Console
     from rich.table import Table
 
+    from edgeattn.cli.console import console
     from edgeattn.remote.deploy import remote_check
 
     names = _hosts(hosts, inventory)
@@ -175,7 +175,7 @@ def check_cmd(
     if as_json:
         print(json.dumps(reports, indent=1, default=str))
     else:
-        con = Console()
+        con = console()
         table = Table(title="edgeattn remote check")
         for col in ("host", "ok", "python", "numpy", "onnxruntime", "providers", "cpu", "disk MB"):
             table.add_column(col)
@@ -241,8 +241,7 @@ def setup_cmd(
     timeout: float = _TIMEOUT,
 ) -> None:
     """Create a venv on the device and pip install numpy and onnxruntime into it."""
-    from rich.console import Console
-
+    from edgeattn.cli.console import console
     from edgeattn.remote.deploy import remote_setup
 
     opts = _ssh_options(
@@ -258,7 +257,7 @@ def setup_cmd(
             remote_cache=remote_cache,
             on_progress=_Progress(False),
         )
-    con = Console()
+    con = console()
     con.print(
         f"{host}: venv {report.get('venv')}: python {_fmt(report.get('python_version'))}, "
         f"numpy {_fmt(report.get('numpy_version'))}, "
@@ -303,9 +302,9 @@ def run_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="No device progress lines."),
 ) -> None:
     """Measure a ready spec and its .onnx files on one or more devices (in parallel)."""
-    from rich.console import Console
     from rich.table import Table
 
+    from edgeattn.cli.console import console
     from edgeattn.errors import RemoteError
     from edgeattn.remote.deploy import run_many
 
@@ -332,7 +331,7 @@ def run_cmd(
             keep_remote=keep_remote,
             on_progress=_Progress(len(names) > 1, quiet),
         )
-    con = Console()
+    con = console()
     table = Table(title=f"edgeattn remote run -> {out}")
     for col in (
         "host",

@@ -105,7 +105,7 @@ def group_name(node_name: str, depth: int) -> str:
     return "/".join(segs[:depth]) if segs else TOP
 
 
-_ATTENTION = {"attn", "att", "mha", "xca", "attention", "self_attn", "cross_attn", "sima", "soft"}
+_ATTENTION = {"attn", "mha", "xca", "attention", "self_attn", "cross_attn", "sima", "soft"}
 _MLP = {"mlp", "ff", "ffn", "ff1", "ff2", "fc1", "fc2", "feed_forward", "feedforward"}
 _NORM_EXACT = {"ln", "ln1", "ln2", "ln_1", "ln_2", "layer_norm", "layernorm", "bn"}
 _LPI = {"local_mp", "lpi"}

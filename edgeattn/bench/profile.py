@@ -83,8 +83,10 @@ def stage_rows(block_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in block_rows:
         name = _INDEX.sub("", r["name"])
         s = stages.setdefault(
-            name, {"name": name, "ms": 0.0, "share": 0.0, "blocks": 0, "components": {}}
+            name, {"name": name, "ms": 0.0, "share": 0.0, "blocks": 0, "components": {}, "ops": {}}
         )
+        for k, v in (r.get("ops") or {}).items():
+            s["ops"][k] = s["ops"].get(k, 0.0) + v
         s["ms"] += r["ms"]
         s["share"] += r["share"]
         s["blocks"] += 1

@@ -81,16 +81,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as exc:  # typer/click exit paths
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
-            _err("aborted")
-            return 130
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # Usage errors (typer's vendored click) arrive here in non-standalone mode: they know how
+        # to show themselves. Anything else is a bug: one line, traceback with --debug.
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
-            return exc.exit_code
-        raise
+            return int(exc.exit_code)
+        if debug:
+            raise
+        _err(
+            f"internal error: {type(exc).__name__}: {exc}".splitlines()[0],
+            "this is a bug in edgeattn; rerun with --debug for the traceback and report it",
+        )
+        return 1
     return rc if isinstance(rc, int) else 0
 
 

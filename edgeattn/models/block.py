@@ -9,7 +9,7 @@ landmarks, Newton inverse) and ``block_soft_norm`` (SOFT-Norm).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -211,7 +211,3 @@ block_soft_norm = _soft_entry(
     "soft_norm",
     "SOFT-Norm: SOFT with the symmetric D^-1/2 normalisation of the bottleneck inverse.",
 )
-
-
-def block_config_dict(model: AttentionBlock) -> dict:
-    return asdict(model.config)

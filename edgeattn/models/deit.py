@@ -29,9 +29,9 @@ from torch import nn
 from edgeattn.attention.sima import SimA
 from edgeattn.attention.softmax import Attention
 from edgeattn.errors import ModelError
+from edgeattn.models.layers import Mlp, init_vit_weights
 from edgeattn.models.registry import register_model
 from edgeattn.models.sima import (
-    Mlp,
     check_img_size,
     check_input_size,
     check_num_classes,
@@ -142,7 +142,7 @@ class VisionTransformer(nn.Module):
         self.head = nn.Linear(dim, config.num_classes) if config.num_classes > 0 else nn.Identity()
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self.apply(_init_weights)
+        self.apply(init_vit_weights)
 
     def resized_pos_embed(self, Hp: int, Wp: int) -> torch.Tensor:
         """(1, 1 + Hp*Wp, D): the class position and the patch grid resized to (Hp, Wp).
@@ -175,16 +175,6 @@ class VisionTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 def _make_entry(name: str, attention: str, size: str) -> Callable[..., nn.Module]:

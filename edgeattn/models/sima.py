@@ -27,6 +27,7 @@ from edgeattn.attention.order import validate_crossover, validate_order
 from edgeattn.attention.sima import SimA, SimAClassAttention
 from edgeattn.attention.xca import XCA, ClassAttention
 from edgeattn.errors import ModelError
+from edgeattn.models.layers import Mlp, init_vit_weights
 from edgeattn.models.registry import register_model
 
 LN_EPS = 1e-6
@@ -126,20 +127,6 @@ class XCiTConfig:
     @property
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads
-
-
-class Mlp(nn.Module):
-    """timm's Mlp: fc1 -> GELU (exact erf) -> fc2, names ``fc1``/``fc2``."""
-
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 def conv3x3_bn(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
@@ -312,7 +299,7 @@ class XCiTVisionTransformer(nn.Module):
         self.head = nn.Linear(dim, config.num_classes) if config.num_classes > 0 else nn.Identity()
         self.pos_embeder = PositionalEncodingFourier(dim=dim)  # official (misspelt) name
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self.apply(_init_weights)
+        self.apply(init_vit_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_input_size(self.config.name, x, self.config.patch_size)
@@ -330,17 +317,6 @@ class XCiTVisionTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
-
-
-def _init_weights(m: nn.Module) -> None:
-    """The official init: truncated normal (std 0.02) Linear weights, zero biases, unit LN."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 def _make_entry(name: str, attention: str, size: str, patch_size: int) -> Callable[..., nn.Module]:

@@ -32,6 +32,7 @@ from torch import nn
 from edgeattn.attention.soft import LANDMARK_MODES, SoftAttention
 from edgeattn.attention.softmax import SRAttention
 from edgeattn.errors import ModelError
+from edgeattn.models.layers import Mlp, init_vit_weights
 from edgeattn.models.registry import register_model
 
 #: Input height and width must be multiples of this (overall stride 32; stage-1 grid / r = 8).
@@ -209,17 +210,6 @@ class SoftBlock(nn.Module):
         return self.att(x, H, W)
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class Stage4Block(nn.Module):
     """PVT ``Block`` of stage 4: pre-norm (eps 1e-6) attention + MLP (exact GELU).
 
@@ -324,17 +314,7 @@ class SoftVisionTransformer(nn.Module):
             self.cls_token,
         ):
             nn.init.trunc_normal_(p, std=0.02)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_vit_weights)
 
     def no_weight_decay(self) -> set[str]:
         return {"cls_token"}  # as upstream

@@ -147,8 +147,8 @@ class Job:
     shape: Shape
     extra: dict[str, Any] = field(default_factory=dict)  # per-job overrides (e.g. crossover)
     onnx_path: Path | None = None
-    sidecar: dict[str, Any] | None = None
-    skip_reason: str | None = None
+    spec: dict[str, Any] = field(default_factory=dict)  # the export sidecar's spec section
+    audit: dict[str, Any] = field(default_factory=dict)  # the export's op census
 
     @property
     def id(self) -> str:
@@ -176,28 +176,13 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeattn" / "exports"
 
 
-def _sidecar_get(sc: dict[str, Any], *paths: str, default: Any = None) -> Any:
-    for p in paths:
-        cur: Any = sc
-        ok = True
-        for part in p.split("."):
-            if isinstance(cur, dict) and part in cur:
-                cur = cur[part]
-            else:
-                ok = False
-                break
-        if ok:
-            return cur
-    return default
-
-
 def prepare(
     jobs: Iterable[Job],
     settings: Settings,
     cache_dir: Path | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> list[Job]:
-    """Export each job's model (cached by content hash) and attach its path and sidecar."""
+    """Export each job's model (cached by content hash) and attach its path, spec and audit."""
     from edgeattn.export import export_onnx
 
     cache = Path(cache_dir or default_cache_dir())
@@ -223,15 +208,14 @@ def prepare(
             cache_dir=cache,
         )
         job.onnx_path = Path(res.path)
-        job.sidecar = json.loads(Path(res.sidecar_path).read_text())
+        job.spec, job.audit = res.spec, res.audit
         done.append(job)
     return done
 
 
 def job_meta(job: Job) -> dict[str, Any]:
-    sc = job.sidecar or {}
-    audit = sc.get("audit") or {}
-    totals = audit.get("totals") or audit.get("ops") or {}
+    totals = job.audit.get("totals") or {}
+    order = job.spec.get("order") or {}
     s = job.shape
     return {
         "name": job.method.model,
@@ -241,19 +225,16 @@ def job_meta(job: Job) -> dict[str, Any]:
         "order_policy": job.method.overrides.get(
             "order", "auto" if job.method.key == "sima" else None
         ),
-        "order": _sidecar_get(
-            sc, "spec.order.resolved", "spec.order_resolved", "spec.order", default=None
-        ),
+        "order": order.get("resolved"),
         "tokens": s.tokens,
         "dim": s.dim,
         "heads": s.heads,
         "head_dim": s.head_dim,
         "batch": s.batch,
-        "opset": _sidecar_get(sc, "spec.opset", "opset"),
+        "opset": job.spec.get("opset"),
         "ops": {k: totals.get(k, 0) for k in ("Softmax", "Exp", "ReduceL1", "MatMul", "If")},
-        "fused_attention": audit.get("fused_attention", totals.get("fused_attention", 0)),
-        "softmax_free": audit.get("softmax_free"),
-        "export_sha256": sc.get("sha256"),
+        "fused_attention": totals.get("fused_attention", 0),
+        "softmax_free": job.audit.get("softmax_free"),
         **({"extra": job.extra} if job.extra else {}),
     }
 
@@ -319,30 +300,21 @@ def run_on_hosts(
     settings: Settings,
     *,
     out: Path,
+    ssh: Any = None,
     resume: bool = False,
     console: Any = None,
-    ssh_options: Sequence[str] = (),
-    identity: Path | None = None,
-    ssh_config: Path | None = None,
     remote_python: str | None = None,
-    accept_new_host_key: bool = False,
     remote_dir: str | None = None,
     keep_remote: bool = False,
 ) -> list[dict[str, Any]]:
     """The same measurements on SSH hosts (in parallel, one thread per host) with the device
     runtime; records stream into ``out`` tagged with the host. Only numpy + onnxruntime are
-    needed on the device: the models were exported here."""
+    needed on the device: the models were exported here. ``ssh``: ``edgeattn.remote.SSHOptions``."""
     from edgeattn.errors import RemoteError
-    from edgeattn.remote import SSHOptions, run_many
+    from edgeattn.remote import run_many
 
     if resume:
         raise BenchError("--resume is not supported with --host yet; use a new --out file")
-    opts = SSHOptions(
-        ssh_config=str(ssh_config) if ssh_config else None,
-        identity=str(identity) if identity else None,
-        options=tuple(ssh_options),
-        accept_new_host_key=accept_new_host_key,
-    )
     model_files: dict[str, str] = {}
     runs = []
     for j in jobs:
@@ -360,7 +332,7 @@ def run_on_hosts(
         {"runs": runs},
         model_files,
         out=str(out),
-        ssh=opts,
+        ssh=ssh,
         remote_python=remote_python,
         remote_dir=remote_dir,
         keep_remote=keep_remote,

@@ -80,9 +80,12 @@ def plot_records(records: Sequence[dict[str, Any]], path: str | Path, title: str
 
 
 def _save(fig: Any, plt: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    fig.savefig(tmp)
+    import io
+
+    from edgeattn.runtime.records import write_atomic
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lower().lstrip("."))
     plt.close(fig)
-    tmp.replace(path)
+    write_atomic(str(path), buf.getvalue())
     return path

@@ -33,7 +33,7 @@ def prepare_profile_run(
             "id": f"profile/{name}",
             "model": str(p.resolve()),
             "meta": {"name": name, "method": "profile", "source": "onnx"},
-            **_inputs_from_sidecar(sc),
+            **_inputs_from_spec(sc.get("spec") or {}),
             **settings.runtime_fields(),
         }
     from edgeattn.export import export_onnx
@@ -45,7 +45,6 @@ def prepare_profile_run(
         overrides=overrides or None,
         cache_dir=default_cache_dir(),
     )
-    sc = json.loads(Path(res.sidecar_path).read_text())
     return {
         "id": f"profile/{target}/{img_size or 'default'}",
         "model": str(res.path),
@@ -55,25 +54,18 @@ def prepare_profile_run(
             "img_size": img_size,
             "overrides": overrides or {},
         },
-        **_inputs_from_sidecar(sc),
+        **_inputs_from_spec(res.spec),
         **settings.runtime_fields(),
     }
 
 
-def _inputs_from_sidecar(sc: dict[str, Any]) -> dict[str, Any]:
-    spec = sc.get("spec") or {}
-    inputs = spec.get("inputs") or {}
-    shapes = {}
-    if isinstance(inputs, dict):
-        for name, info in inputs.items():
-            shape = info.get("shape") if isinstance(info, dict) else info
-            if shape and all(isinstance(d, int) for d in shape):
-                shapes[name] = shape
-    elif isinstance(inputs, list):
-        for info in inputs:
-            shape = info.get("shape")
-            if shape and all(isinstance(d, int) for d in shape):
-                shapes[info.get("name")] = shape
+def _inputs_from_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """Static input shapes of an export spec (``spec['inputs']``: [{name, shape, ...}])."""
+    shapes = {
+        i["name"]: i["shape"]
+        for i in spec.get("inputs") or []
+        if i.get("shape") and all(isinstance(d, int) for d in i["shape"])
+    }
     return {"inputs": shapes} if shapes else {}
 
 

@@ -272,40 +272,6 @@ def compare_table(records: Sequence[dict[str, Any]]) -> Any:
     return t
 
 
-def profile_table(rec: dict[str, Any], depth_key: str | None = None, title: str = "") -> Any:
-    """Per-block latency table from a profiled record (``rec['profile']``)."""
-    from rich.table import Table
-
-    prof = rec.get("profile") or {}
-    blocks = prof.get("blocks")
-    if isinstance(blocks, dict):  # {depth: [rows]}
-        keys = sorted(blocks, key=lambda k: int(k) if str(k).isdigit() else 0)
-        rows = (
-            blocks.get(depth_key)
-            if depth_key in blocks
-            else blocks[keys[-1] if depth_key == "deep" else keys[0]]
-        )
-    else:
-        rows = blocks or []
-    t = Table(title=title or "per-block latency (ORT profile)", title_justify="left")
-    t.add_column("block")
-    t.add_column("kind")
-    t.add_column("ms", justify="right")
-    t.add_column("share", justify="right")
-    t.add_column("top ops")
-    for row in rows:
-        ops = row.get("ops") or {}
-        top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(ops.items(), key=lambda kv: -kv[1])[:3])
-        t.add_row(
-            str(row.get("name")),
-            str(row.get("kind", "")),
-            _fmt_ms(row.get("ms")),
-            f"{(row.get('share') or 0):.1%}",
-            top,
-        )
-    return t
-
-
 def compare_sweep_table(records: Sequence[dict[str, Any]]) -> Any:
     """Sweep results: one row per shape, one column per method (median ms)."""
     from rich.table import Table

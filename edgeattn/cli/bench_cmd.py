@@ -41,16 +41,15 @@ def _measure(
     out.parent.mkdir(parents=True, exist_ok=True)
     with con.status("exporting (cached by content hash)...") as st:
         jobs = core.prepare(jobs, settings, on_progress=lambda m: st.update(m))
-    runs = [core.job_run_spec(j, settings) for j in jobs]
     if hosts:
         return core.run_on_hosts(
             hosts, jobs, settings, out=out, resume=resume, console=con, **remote_opts
         )
     records: list[dict] = []
     with con.status("measuring...") as st:
-        for i, run in enumerate(runs, 1):
-            st.update(f"measuring {run['id']} ({i}/{len(runs)})")
-            records += core.run_local([run], out=out, resume=resume)
+        for i, job in enumerate(jobs, 1):
+            st.update(f"measuring {job.id} ({i}/{len(jobs)})")
+            records += core.run_local([core.job_run_spec(job, settings)], out=out, resume=resume)
     return records
 
 
@@ -131,13 +130,22 @@ def register(app: typer.Typer) -> None:
         _check_device_early(device, host)
         out = out or _default_out("bench")
         jobs = [core.Job(core.METHODS[m], shape) for m in names]
-        remote_opts = dict(
-            ssh_options=list(ssh_option or []),
-            identity=identity,
-            ssh_config=ssh_config,
-            remote_python=remote_python,
-            accept_new_host_key=accept_new_host_key,
-        )
+        remote_opts = {}
+        if host:
+            from edgeattn.cli.remote_cmd import _ssh_options
+            from edgeattn.remote.ssh import SSHOptions
+
+            remote_opts = dict(
+                ssh=_ssh_options(
+                    ssh_option,
+                    identity,
+                    ssh_config,
+                    accept_new_host_key,
+                    SSHOptions.connect_timeout,
+                    None,
+                ),
+                remote_python=remote_python,
+            )
         records = _measure(jobs, settings, out, resume, list(host or []), remote_opts, con)
         if resume:
             from edgeattn.runtime.records import read_jsonl
@@ -289,13 +297,16 @@ def register(app: typer.Typer) -> None:
                     f"rule N < head_dim → {x.rule}"
                 )
             if write_crossover:
-                from edgeattn.bench.fileio import write_json_atomic
+                from edgeattn.runtime.records import write_atomic
 
                 payload = {
                     "device": (records[0].get("device") if records else None),
                     "crossovers": results,
                 }
-                write_json_atomic(write_crossover, payload)
+                write_atomic(
+                    str(write_crossover),
+                    (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode(),
+                )
                 first = results[0]["crossover"]
                 con.print(
                     f"wrote {write_crossover}; use: edgeattn export block_sima --dynamic --crossover {first}"
@@ -386,9 +397,9 @@ def register(app: typer.Typer) -> None:
         if bad:
             con.print(f"[yellow]{len(bad)} error record(s) not shown[/]")
         if csv_out:
-            from edgeattn.bench.fileio import write_text_atomic
+            from edgeattn.runtime.records import write_atomic
 
-            write_text_atomic(csv_out, report.to_csv(records))
+            write_atomic(str(csv_out), report.to_csv(records).encode())
             con.print(f"csv: {csv_out}")
         if plot:
             from edgeattn.bench.plot import plot_records

@@ -248,13 +248,10 @@ def build_zipapp(
     does (fixed timestamps and permissions, sorted entries).
     """
     data, sha = zipapp_bytes(runtime_dir)
-    dest = Path(dest_dir)
-    dest.mkdir(parents=True, exist_ok=True)
-    path = dest / f"edgeattn-runtime-{sha[:16]}.pyz"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, path)
+    from edgeattn.runtime.records import write_atomic
+
+    path = Path(dest_dir) / f"edgeattn-runtime-{sha[:16]}.pyz"
+    write_atomic(str(path), data, mode=0o755)
     return path, sha
 
 

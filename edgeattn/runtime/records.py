@@ -121,14 +121,10 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def append_jsonl(path: str, record: Dict[str, Any]) -> None:
-    """Append one record atomically.
-
-    The existing content plus the new line go to a temp file in the same directory, which is
-    fsynced and ``os.replace``d over ``path``: a crash leaves either the old file or the new one,
-    never a half line. (Cost: the file is rewritten on every append.)
-    """
-    line = dumps(record) + "\n"
+def write_atomic(path: str, data: bytes, mode: Optional[int] = None) -> None:
+    """Write ``data`` to ``path`` atomically: a temp file in the same directory, fsynced and
+    ``os.replace``d over ``path``, so a crash leaves either the old file or the new one. The new
+    file keeps the old one's permissions (or gets ``mode``)."""
     path = os.path.abspath(path)
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
@@ -137,18 +133,14 @@ def append_jsonl(path: str, record: Dict[str, Any]) -> None:
     )
     try:
         with os.fdopen(fd, "wb") as out:
-            if os.path.exists(path):
-                with open(path, "rb") as src:
-                    data = src.read()
-                out.write(data)
-                if data and not data.endswith(b"\n"):
-                    out.write(b"\n")  # never glue a record onto a foreign partial line
-            out.write(line.encode("utf-8"))
+            out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        if os.path.exists(path):
+        if mode is None and os.path.exists(path):
+            mode = os.stat(path).st_mode & 0o777
+        if mode is not None:
             try:
-                os.chmod(tmp, os.stat(path).st_mode & 0o777)
+                os.chmod(tmp, mode)
             except OSError:
                 pass
         os.replace(tmp, path)
@@ -159,6 +151,20 @@ def append_jsonl(path: str, record: Dict[str, Any]) -> None:
             pass
         raise
     _fsync_dir(directory)
+
+
+def append_jsonl(path: str, record: Dict[str, Any]) -> None:
+    """Append one record atomically (:func:`write_atomic` of the old content plus the new line),
+    so an interrupted sweep never leaves a half line. (Cost: the file is rewritten per append.)
+    """
+    line = (dumps(record) + "\n").encode("utf-8")
+    data = b""
+    if os.path.exists(path):
+        with open(path, "rb") as src:
+            data = src.read()
+        if data and not data.endswith(b"\n"):
+            data += b"\n"  # never glue a record onto a foreign partial line
+    write_atomic(path, data + line)
 
 
 def _fsync_dir(directory: str) -> None:

@@ -34,7 +34,8 @@ F32_RTOL = 1e-5
 #: Our ℓ1 normalisation (Abs + ReduceSum, for opset-17 export) vs F.normalize: rounding only.
 NORMALIZE_RTOL = 1e-6
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official_models.md"
+# Copied from shared/reference/official_models.md (the official repos' constructors, read there).
+REFERENCE = Path(__file__).resolve().parent / "data" / "official_models.md"
 
 # From official_models.md (Summary): params and state_dict entries of the official constructors.
 OFFICIAL_COUNTS = {
@@ -63,7 +64,7 @@ BIG = {n for n, (p, _) in OFFICIAL_COUNTS.items() if p > 40_000_000}
 def parse_reference(path: Path = REFERENCE) -> dict[str, dict[str, tuple[tuple[int, ...], str]]]:
     """``{model: {key: (shape, dtype)}}`` from the collapsed state_dict listings, expanded."""
     if not path.is_file():
-        pytest.fail(f"reference file missing: {path} (shared/reference must sit beside the repo)")
+        pytest.fail(f"reference file missing: {path} (versioned test data: restore tests/data/official_models.md)")
     out: dict[str, dict[str, tuple[tuple[int, ...], str]]] = {}
     for section in re.split(r"^### ", path.read_text(), flags=re.M)[1:]:
         name = section.split("\n", 1)[0].strip()

@@ -28,7 +28,8 @@ F64_TOL = 1e-9
 #: Newton iterations after which the float64 test matrices have converged to round-off.
 CONVERGED_ITERS = 60
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official_models.md"
+# Copied from shared/reference/official_models.md (the official repos' constructors, read there).
+REFERENCE = Path(__file__).resolve().parent / "data" / "official_models.md"
 
 # From official_models.md (Summary): params and state_dict entries of the official constructors.
 OFFICIAL_COUNTS = {

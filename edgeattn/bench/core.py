@@ -282,8 +282,12 @@ def run_local(
                 proc.wait()
                 raise
         got = [json.loads(line) for line in stdout.splitlines() if line.strip().startswith("{")]
-        if proc.returncode == 2 or (proc.returncode not in (0, 3) and not got):
+        if proc.returncode not in (0, 3):
+            # 1 (e.g. the record could not be written to --out) or 2 is a failure even when a
+            # record came back on stdout: say the runtime's own last line, never drop it
             last = (stderr.strip().splitlines() or ["(no output)"])[-1]
+            if proc.returncode < 0:
+                last = f"killed by signal {-proc.returncode}; {last}"
             raise BenchError(f"runtime failed on {run.get('id')}: {last}")
         if on_progress and not got and resume:
             on_progress(f"skip {run.get('id')} (already in {out})")

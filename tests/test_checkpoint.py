@@ -66,5 +66,9 @@ def test_missing_and_garbage_files(tmp_path):
         create_model("block_msa", tokens=16, dim=32, heads=2, checkpoint=str(tmp_path / "nope.pth"))
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint: .*junk.pth"):
         create_model("block_msa", tokens=16, dim=32, heads=2, checkpoint=str(junk))
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"PK\x03\x04 a cut zip archive")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        create_model("block_msa", tokens=16, dim=32, heads=2, checkpoint=str(broken))

@@ -40,6 +40,31 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def check_overwrite(output: str) -> None:
+    """Refuse to replace a file that is not an edgeattn export (one has an ``.onnx.json`` sidecar
+    of the export schema beside it); ``--force`` skips this."""
+    import json
+    from pathlib import Path
+
+    from edgeattn.errors import ExportError
+    from edgeattn.export.onnx import SIDECAR_SCHEMA
+
+    p = Path(output)
+    if not p.exists() or p.is_dir():
+        return  # a directory is export_onnx's error
+    side = p.with_name(p.name + ".json")
+    try:
+        ours = json.loads(side.read_text(encoding="utf-8")).get("schema") == SIDECAR_SCHEMA
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise ExportError(
+            f"-o {output!r} exists and is not an edgeattn export (no {side.name} sidecar "
+            "beside it); refusing to overwrite it",
+            hint="choose another -o path, or pass --force to replace it",
+        )
+
+
 def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_cmd(
@@ -85,12 +110,17 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option(
             None, "--set", help="Model override KEY=VALUE (repeatable)."
         ),
+        force: bool = typer.Option(
+            False, "--force", help="Overwrite -o even when it is not an edgeattn export."
+        ),
     ) -> None:
         """Export NAME to ONNX at an exact opset; audit the ops per block; verify against PyTorch."""
         from edgeattn.cli.console import console
         from edgeattn.export.onnx import export_onnx
         from edgeattn.export.report import audit_summary, audit_table, verification_table
 
+        if output is not None and not force:
+            check_overwrite(output)
         res = export_onnx(
             name,
             opset=opset,

@@ -35,6 +35,15 @@ def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist or is not a file")
+    with open(p, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (PK..) since 1.6, a pickle (protocol 2+: 0x80) before
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        kind = "empty" if not head else f"it starts with {head!r}"
+        raise CheckpointError(
+            f"not a PyTorch checkpoint: {str(p)} (not a torch.save zip archive or pickle; {kind})",
+            hint="give the .pth/.pt file saved by torch.save (e.g. the official release asset)",
+        )
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(p, map_location="cpu", weights_only=True)

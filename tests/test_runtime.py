@@ -104,8 +104,31 @@ def test_timed_runs_bounds():
 
 
 def test_measure_honours_max_runs(models):
-    rec = M.measure(dict(FAST, model=models["attn"], min_runs=3, max_runs=3, min_time_s=1.0))
+    rec = M.measure(
+        dict(FAST, model=models["attn"], min_runs=3, max_runs=3, min_time_s=1.0, tries=1)
+    )
     assert rec["latency_ms"]["runs"] == 3 and rec["protocol"]["stop_reason"] == "max_runs"
+    assert rec["latency_ms"]["stability"]["verdict"] == "untested"
+
+
+def test_measure_tries_until_two_agree(models):
+    """max_runs bounds each try; the record keeps every try and the stability verdict."""
+    rec = M.measure(
+        dict(FAST, model=models["attn"], min_runs=3, max_runs=3, min_time_s=1.0, tries=4)
+    )
+    lat = rec["latency_ms"]
+    tries = lat["tries"]
+    assert 2 <= len(tries) <= 4 and all(t["runs"] == 3 for t in tries)
+    assert lat["runs"] == 3 * len(tries) == len(lat["raw"])
+    stab = lat["stability"]
+    assert stab["tries"] == len(tries) and stab["max_tries"] == 4
+    assert stab["verdict"] in ("stable", "unstable")
+    last, prev = tries[-1]["median"], tries[-2]["median"]
+    agreed = abs(last / prev - 1) <= 0.05
+    assert (stab["verdict"] == "stable") == agreed
+    assert stab["verdict"] == "stable" or len(tries) == 4
+    assert rec["protocol"]["pass"] == "isolated"
+    assert set(rec["conditions"]) == {"before", "after"}
 
 
 def test_inputs_seeded_and_int_inputs(models):

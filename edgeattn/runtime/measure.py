@@ -8,7 +8,10 @@ The protocol follows TFLite's ``benchmark_model`` and ``onnxruntime_perf_test``:
 4. timed runs (``time.perf_counter`` around each ``session.run``) continue until both ``min_runs``
    and ``min_time_s`` are reached, and stop at ``max_runs`` or ``max_time_s`` whichever comes first;
 5. the raw latencies (ms) and their stats are recorded with memory figures;
-6. with ``profile: true`` a *separate* profiled session is run afterwards for per-block times: the
+6. steps 4-5 are one *try*; up to ``tries`` tries are made until two consecutive tries' medians
+   agree within ``stability_tolerance`` (the stability rule, see ``stats.py``); the record keeps
+   every try and the verdict, and the stats are over the raw latencies of all tries;
+7. with ``profile: true`` a *separate* profiled session is run afterwards for per-block times: the
    headline latency always comes from the unprofiled session.
 
 ``measure(spec)`` takes one run spec (a dict, see :class:`RunSpec`) and returns one record (see
@@ -94,6 +97,8 @@ class RunSpec:
     profile_runs: int = 10
     seed: int = 0
     cv_threshold: float = 0.1
+    tries: int = 3
+    stability_tolerance: float = 0.05
     int_range: List[int] = field(default_factory=lambda: [0, 1])
 
     def __post_init__(self) -> None:
@@ -173,7 +178,7 @@ class RunSpec:
             v = getattr(self, name)
             if not _is_int(v) or v < 0:
                 raise bad(name, v, "an integer >= 0")
-        for name in ("min_runs", "max_runs", "profile_runs"):
+        for name in ("min_runs", "max_runs", "profile_runs", "tries"):
             v = getattr(self, name)
             if not _is_int(v) or v < 1:
                 raise bad(name, v, "an integer >= 1")
@@ -191,6 +196,10 @@ class RunSpec:
             raise bad("profile", self.profile, "true or false")
         if not _is_int(self.seed) or self.seed < 0:
             raise bad("seed", self.seed, "an integer >= 0")
+        if not _is_num(self.stability_tolerance) or not 0 < self.stability_tolerance < 1:
+            raise bad(
+                "stability_tolerance", self.stability_tolerance, "a number in (0, 1), e.g. 0.05"
+            )
         if not _is_num(self.cv_threshold) or self.cv_threshold <= 0:
             raise bad("cv_threshold", self.cv_threshold, "a number > 0 (e.g. 0.1)")
         ir = self.int_range
@@ -210,8 +219,11 @@ class RunSpec:
             "min_time_s": self.min_time_s,
             "max_time_s": self.max_time_s,
             "cv_threshold": self.cv_threshold,
+            "tries": self.tries,
+            "stability_tolerance": self.stability_tolerance,
             "profile_runs": self.profile_runs if self.profile else None,
             "timer": "time.perf_counter",
+            "pass": "isolated",  # this model alone in a fresh process: its latency and memory
         }
 
 
@@ -612,13 +624,32 @@ def _measure_into(rec: Dict[str, Any], rs: RunSpec, say: Log) -> None:
         warm.append((time.perf_counter() - t0) * 1e3)
 
     rss_timed = mem.rss_mb()
-    raw, reason = timed_runs(
-        functools.partial(sess.run, None, feeds),
-        rs.min_runs,
-        rs.max_runs,
-        rs.min_time_s,
-        rs.max_time_s,
-    )
+    from . import intervals as _stats
+
+    raw = []
+    tries: List[Dict[str, Any]] = []
+    stab: Dict[str, Any] = {}
+    while True:
+        got, reason = timed_runs(
+            functools.partial(sess.run, None, feeds),
+            rs.min_runs,
+            rs.max_runs,
+            rs.min_time_s,
+            rs.max_time_s,
+        )
+        raw.extend(got)
+        tries.append(
+            {
+                "runs": len(got),
+                "median": round(_stats.median(got), _STAT_DECIMALS),
+                "stop_reason": reason,
+            }
+        )
+        stab = _stats.stability(
+            [{"median": t["median"]} for t in tries], rs.tries, rs.stability_tolerance
+        )
+        if stab["verdict"] != "pending":
+            break
     rss_after = mem.rss_mb()
     peak = mem.peak_mb()
     raw = [round(v, _RAW_DECIMALS) for v in raw]
@@ -639,6 +670,8 @@ def _measure_into(rec: Dict[str, Any], rs: RunSpec, say: Log) -> None:
         "cv": st["cv"],
         "stable": st["stable"],
         "total_s": st["total_s"],
+        "tries": tries,
+        "stability": stab,
         "raw": raw,
     }
     rec["throughput_per_s"] = 1e3 / st["mean"] if st["mean"] > 0 else None
@@ -659,7 +692,7 @@ def _measure_into(rec: Dict[str, Any], rs: RunSpec, say: Log) -> None:
     cv = "-" if st["cv"] is None else f"{st['cv']:.3f}"
     say(
         f"{st['runs']} runs ({reason}): median {st['median']:.3f} ms, p90 {st['p90']:.3f} ms, "
-        f"cv {cv}{'' if st['stable'] else ' UNSTABLE'}"
+        f"cv {cv}, {_stats.verdict_text(stab)}"
     )
 
     del sess, info

@@ -19,6 +19,7 @@ TOP = "(top)"
 COMPONENTS = ("attention", "mlp", "norm", "lpi", "embed", "head", "other")
 DEFAULT_DEPTHS = (1, 2, 3)
 
+MAX_NODES_LISTED = 300
 _ROUND = 6  # ms decimals kept in the summary (sub-microsecond)
 
 
@@ -73,9 +74,24 @@ def node_events(events: Sequence[Dict[str, Any]], skip_runs: int = 0) -> List[Di
                 "dur_us": float(e["dur"]),
                 "ts": ts,
                 "run": run,
+                "in_shapes": _shapes(args.get("input_type_shape")),
+                "out_shapes": _shapes(args.get("output_type_shape")),
             }
         )
     out.sort(key=lambda ev: ev["ts"])
+    return out
+
+
+def _shapes(raw: Any) -> Optional[List[List[int]]]:
+    """ORT's ``[{"float": [1, 64, 32]}, ...]`` as ``[[1, 64, 32], ...]`` (None when absent)."""
+    if not isinstance(raw, list):
+        return None
+    out: List[List[int]] = []
+    for item in raw:
+        if isinstance(item, dict) and item:
+            dims = list(item.values())[0]
+            if isinstance(dims, list):
+                out.append([int(d) for d in dims if isinstance(d, (int, float))])
     return out
 
 
@@ -221,7 +237,16 @@ def summarize(
         by_comp[comp] = by_comp.get(comp, 0.0) + r["dur_us"]
         prov = r["provider"] or "unknown"
         by_prov_us[prov] = by_prov_us.get(prov, 0.0) + r["dur_us"]
-        n = by_node.setdefault(r["node"], {"op": r["op"], "provider": prov, "us": 0.0})
+        n = by_node.setdefault(
+            r["node"],
+            {
+                "op": r["op"],
+                "provider": prov,
+                "us": 0.0,
+                "in": r.get("in_shapes"),
+                "out": r.get("out_shapes"),
+            },
+        )
         n["us"] += r["dur_us"]
 
     from .session import node_providers_from_events
@@ -249,6 +274,20 @@ def summarize(
             }
             for name, n in nodes_sorted
         ],
+        # every node with its tensor shapes, in graph order (small graphs only: a single block has
+        # a few dozen nodes), so a reader can pick ops by shape (e.g. the N×N MatMuls)
+        "nodes": [
+            {
+                "name": name,
+                "op": n["op"],
+                "ms": _r(n["us"] / 1e3 / runs),
+                "in_shapes": n["in"],
+                "out_shapes": n["out"],
+            }
+            for name, n in by_node.items()
+        ]
+        if len(by_node) <= MAX_NODES_LISTED
+        else None,
     }
 
 

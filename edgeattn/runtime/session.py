@@ -262,11 +262,12 @@ def create_session(
     enable_profiling: bool = False,
     profile_prefix: Optional[str] = None,
     check_placement: bool = True,
+    config_entries: Optional[Dict[str, str]] = None,
 ) -> SessionInfo:
     """Create an ORT session for ``device`` and check where its nodes went.
 
     ``check_placement=False`` skips the node-placement check (used for the profiled session, whose
-    own profile says where nodes ran).
+    own profile says where nodes ran). ``config_entries``: extra session config entries.
     """
     import onnxruntime as ort
 
@@ -277,7 +278,7 @@ def create_session(
             f"provider_options {provider_options!r} is invalid; expected an object of strings"
         )
 
-    config: Dict[str, str] = {}
+    config: Dict[str, str] = dict(config_entries or {})
     use_api = check_placement and _has_assignment_api()
     if use_api:
         config[_ASSIGNMENT_CONFIG] = "1"

@@ -14,7 +14,7 @@ from edgeattn.bench import report
 from edgeattn.bench.sweep import crossover_grid, find_crossover
 
 EXE = [sys.executable, "-m", "edgeattn.cli"]
-FAST = ["--min-time", "0.05", "--max-time", "2"]
+FAST = ["--min-time", "0.05", "--max-time", "2", "--pair-time", "0.2"]
 
 
 def run_cli(*args: str, cache: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -50,8 +50,9 @@ def bench_out(tmp_path_factory, cache) -> tuple[Path, subprocess.CompletedProces
     return out, r
 
 
-def read(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def read(path: Path, kind: str | None = "isolated") -> list[dict]:
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in recs if kind is None or r.get("kind") == kind]
 
 
 def test_bench_writes_one_record_per_method_with_summary(bench_out):
@@ -75,6 +76,13 @@ def test_bench_writes_one_record_per_method_with_summary(bench_out):
     assert by["sima_qk"]["meta"]["order"] == "qk_first"
     assert "exp vs l1 at fixed (QKᵀ)V order" in r.stdout
     assert "dynamic ordering" in r.stdout
+    # the ratios come from one paired record over the same six methods
+    (pr,) = read(out, "paired")
+    assert pr["status"] == "ok" and pr["protocol"]["pass"] == "paired"
+    assert [m["id"] for m in pr["paired"]["members"]] == [x["id"] for x in recs]
+    assert "paired rounds" in r.stdout and "× [" in r.stdout
+    # the op-level table (profiled fixed-order pair) is printed by default
+    assert "isolated from the matmuls" in r.stdout and "Softmax" in r.stdout
 
 
 def test_bench_resume_skips_done_measurements(bench_out, cache):
@@ -97,7 +105,10 @@ def test_bench_resume_skips_done_measurements(bench_out, cache):
         cache=cache,
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert len(read(out)) == len(before)
+    assert len(read(out)) == len(before)  # no isolated measurement repeated
+    # the (softmax, sima) pair had not been measured paired: it is, once
+    pairs_ = read(out, "paired")
+    assert [len(p["paired"]["members"]) for p in pairs_] == [6, 2]
 
 
 def test_report_reads_records_and_writes_csv(bench_out, tmp_path, cache):
@@ -111,14 +122,33 @@ def test_report_reads_records_and_writes_csv(bench_out, tmp_path, cache):
     assert len(lines) == 1 + len(read(out))
 
 
-def test_summary_ratios_come_from_medians(bench_out):
+def test_summary_ratios_come_from_paired_rounds(bench_out):
+    """The headline ratio is the median of per-round ratios of the paired record (recomputed
+    here with numpy), with an interval around it; isolated medians give the unpaired fallback."""
+    import numpy as np
+
     out, _ = bench_out
-    recs = read(out)
-    s = report.bench_summary(recs)
-    by = {x["meta"]["method"]: x["latency_ms"]["median"] for x in recs}
-    assert s["exp_vs_l1_fixed_order"] == pytest.approx(by["softmax"] / by["sima_qk"])
-    assert s["dynamic_order_speedup"] == pytest.approx(by["sima_qk"] / by["sima"])
+    recs = [r for r in read(out, None) if r.get("kind") == "isolated"]
+    (pr,) = read(out, "paired")[:1]
+    s = report.bench_summary([*recs, pr])
+    ids = [m["id"] for m in pr["paired"]["members"]]
+    rounds = np.array(pr["paired"]["rounds_ms"])
+    col = {(m["meta"]["method"]): rounds[:, ids.index(m["id"])] for m in pr["paired"]["members"]}
+    want = float(np.median(col["softmax"] / col["sima_qk"]))
+    got = s["exp_vs_l1_fixed_order"]
+    assert got["source"] == "paired" and got["median"] == pytest.approx(want, rel=1e-4)
+    assert got["ci_low"] <= got["median"] <= got["ci_high"]
+    assert got["rounds"] == len(rounds)
+    assert s["dynamic_order_speedup"]["median"] == pytest.approx(
+        float(np.median(col["sima_qk"] / col["sima"])), rel=1e-4
+    )
     assert s["dynamic_order_taken"] == "kv_first"
+    # every round ran every member once, in a permutation
+    assert all(sorted(o) == list(range(len(ids))) for o in pr["paired"]["round_order"])
+    # without the paired record: ratio of isolated medians, marked unpaired
+    by = {x["meta"]["method"]: x["latency_ms"]["median"] for x in recs}
+    u = report.bench_summary(recs)["exp_vs_l1_fixed_order"]
+    assert u == {"median": pytest.approx(by["softmax"] / by["sima_qk"]), "source": "unpaired"}
 
 
 @pytest.mark.parametrize(

@@ -44,8 +44,12 @@ METHODS: dict[str, Method] = {
         Method("sima", "block_sima", {"order": "auto"}, "SimA, dynamic order", "l1"),
         Method("soft", "block_soft", {}, "SOFT, Gaussian kernel, m=49 landmarks", "exp"),
         Method("xca", "block_xca", {}, "XCA (XCiT), softmax over d×d", "exp"),
+        # pure-op micro-bench graphs (edgeattn.bench.ops), input (B, h, N, N): not models
+        Method("op_softmax", "op_softmax", {}, "Softmax over (B,h,N,N), op alone", "exp"),
+        Method("op_l1", "op_l1", {}, "l1-normalise over (B,h,N,N), op alone", "l1"),
     )
 }
+OP_METHODS = ("op_softmax", "op_l1")
 DEFAULT_METHODS = ("softmax", "softmax_fused", "sima_qk", "sima", "soft", "xca")
 
 
@@ -58,10 +62,13 @@ def parse_methods(spec: str | Sequence[str] | None) -> list[str]:
         if not it:
             continue
         if it == "all":
-            out.extend(k for k in METHODS if k not in out)
+            out.extend(k for k in METHODS if k not in out and k not in OP_METHODS)
+            continue
+        if it == "ops":
+            out.extend(k for k in OP_METHODS if k not in out)
             continue
         if it not in METHODS:
-            raise BenchError(f"unknown method {it!r}; valid: {', '.join(METHODS)}, all")
+            raise BenchError(f"unknown method {it!r}; valid: {', '.join(METHODS)}, all, ops")
         if it not in out:
             out.append(it)
     if not out:
@@ -124,6 +131,25 @@ class Settings:
     profile_runs: int = 3
     opset: int = 17
     seed: int = 0
+    # the stability rule (isolated runs and paired groups): up to `tries` tries until two
+    # consecutive tries' medians agree within `tolerance`
+    tries: int = 3
+    tolerance: float = 0.05
+    # the paired pass: all methods of a shape in one process, interleaved rounds per try
+    paired: bool = True
+    pair_min_rounds: int = 15
+    pair_max_rounds: int = 1000
+    pair_min_time_s: float = 2.0
+    pair_max_time_s: float = 15.0
+    pair_profile: bool = True  # profile the fixed-order softmax / SimA pair for the op table
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tries, int) or self.tries < 1:
+            raise BenchError(f"--tries {self.tries!r} must be an integer >= 1 (e.g. 3)")
+        if not self.pair_min_time_s > 0:
+            raise BenchError(f"--pair-time {self.pair_min_time_s!r} must be > 0 seconds (e.g. 2)")
+        if not 0 < self.tolerance < 1:
+            raise BenchError(f"tolerance {self.tolerance!r} must be in (0, 1), e.g. 0.05")
 
     def runtime_fields(self) -> dict[str, Any]:
         return {
@@ -138,6 +164,8 @@ class Settings:
             "profile": self.profile,
             "profile_runs": self.profile_runs,
             "seed": self.seed,
+            "tries": self.tries,
+            "stability_tolerance": self.tolerance,
         }
 
 
@@ -195,6 +223,15 @@ def prepare(
         crossover = ov.pop("crossover", None)
         if on_progress:
             on_progress(f"export {job.id}")
+        if job.method.model in OP_METHODS:
+            from edgeattn.bench import ops
+
+            job.onnx_path = ops.export(
+                job.method.model, s.batch, s.heads, s.tokens, settings.opset, cache
+            )
+            job.spec, job.audit = {"opset": settings.opset}, {}
+            done.append(job)
+            continue
         res = export_onnx(
             job.method.model,
             opset=settings.opset,
@@ -242,14 +279,82 @@ def job_meta(job: Job) -> dict[str, Any]:
 def job_run_spec(job: Job, settings: Settings, model_ref: str | None = None) -> dict[str, Any]:
     assert job.onnx_path is not None
     s = job.shape
-    inp = "x"
+    dims = (
+        [s.batch, s.heads, s.tokens, s.tokens]
+        if job.method.model in OP_METHODS
+        else [s.batch, s.tokens, s.dim]
+    )
     return {
         "id": job.id,
         "model": model_ref or str(job.onnx_path),
         "meta": job_meta(job),
-        "inputs": {inp: [s.batch, s.tokens, s.dim]},
+        "inputs": {"x": dims},
         **settings.runtime_fields(),
     }
+
+
+def shape_groups(jobs: Sequence[Job]) -> list[list[Job]]:
+    """Jobs grouped by shape (in first-seen order): each group is measured paired."""
+    groups: dict[Shape, list[Job]] = {}
+    for j in jobs:
+        groups.setdefault(j.shape, []).append(j)
+    return list(groups.values())
+
+
+def paired_specs(jobs: Sequence[Job], settings: Settings) -> list[dict[str, Any]]:
+    """One runtime paired-group spec per shape with >= 2 methods (see ``bench.pairs``)."""
+    from edgeattn.bench.pairs import group_spec
+
+    out = []
+    for grp in shape_groups(jobs):
+        if len(grp) < 2:
+            continue
+        s = grp[0].shape
+        out.append(
+            group_spec(
+                f"paired/N{s.tokens}/D{s.dim}/h{s.heads}/B{s.batch}",
+                [(j.method.key, j.id) for j in grp],
+                settings,
+                meta={
+                    "tokens": s.tokens,
+                    "dim": s.dim,
+                    "heads": s.heads,
+                    "head_dim": s.head_dim,
+                    "batch": s.batch,
+                    "methods": [j.method.key for j in grp],
+                },
+            )
+        )
+    return out
+
+
+def measure_local(
+    jobs: Sequence[Job],
+    settings: Settings,
+    out: Path | None,
+    resume: bool = False,
+    on_progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """The local bench: each job alone in a fresh process (its latency and peak memory), then,
+    per shape, all its methods paired in one process (the ratios)."""
+    records: list[dict[str, Any]] = []
+    for i, job in enumerate(jobs, 1):
+        if on_progress:
+            on_progress(f"measuring {job.id} alone ({i}/{len(jobs)})")
+        records += run_local([job_run_spec(job, settings)], out=out, resume=resume)
+    if settings.paired:
+        for grp in shape_groups(jobs):
+            specs = paired_specs(grp, settings)
+            if not specs:
+                continue
+            if on_progress:
+                on_progress(
+                    f"measuring {', '.join(j.method.key for j in grp)} paired, interleaved "
+                    f"(N={grp[0].shape.tokens})"
+                )
+            runs = [job_run_spec(j, settings) for j in grp]
+            records += run_local(runs, out=out, resume=resume, paired=specs)
+    return records
 
 
 def run_local(
@@ -258,15 +363,24 @@ def run_local(
     resume: bool = False,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     on_progress: Callable[[str], None] | None = None,
+    paired: Sequence[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure each run in its own ``python -m edgeattn.runtime`` process (see module doc)."""
+    """Measure each run in its own ``python -m edgeattn.runtime`` process (see module doc).
+
+    With ``paired`` (runtime group specs over these runs' ids): one process measures only the
+    groups, all their members' sessions side by side in interleaved rounds (``kind: "paired"``).
+    """
     records: list[dict[str, Any]] = []
     env = dict(os.environ)
     env.pop("PYTHONSTARTUP", None)
-    for run in runs:
+    if paired:
+        specs = [({"runs": list(runs), "paired": list(paired), "isolated": False}, "paired")]
+    else:
+        specs = [({"runs": [run]}, run.get("id")) for run in runs]
+    for spec, label in specs:
         with tempfile.TemporaryDirectory(prefix="edgeattn-bench-") as td:
             spec_path = Path(td) / "spec.json"
-            spec_path.write_text(json.dumps({"runs": [run]}))
+            spec_path.write_text(json.dumps(spec))
             cmd = [sys.executable, "-m", "edgeattn.runtime", "measure", "--spec", str(spec_path)]
             if out is not None:
                 cmd += ["--out", str(out)]
@@ -288,9 +402,9 @@ def run_local(
             last = (stderr.strip().splitlines() or ["(no output)"])[-1]
             if proc.returncode < 0:
                 last = f"killed by signal {-proc.returncode}; {last}"
-            raise BenchError(f"runtime failed on {run.get('id')}: {last}")
+            raise BenchError(f"runtime failed on {label}: {last}")
         if on_progress and not got and resume:
-            on_progress(f"skip {run.get('id')} (already in {out})")
+            on_progress(f"skip {label} (already in {out})")
         for rec in got:
             records.append(rec)
             if on_record:
@@ -331,9 +445,12 @@ def run_on_hosts(
         if console is not None:
             console.print(f"[dim]{host_or_msg if msg is None else f'{host_or_msg}: {msg}'}[/]")
 
+    spec: dict[str, Any] = {"runs": runs}
+    if settings.paired:
+        spec["paired"] = paired_specs(jobs, settings)
     outcomes = run_many(
         list(hosts),
-        {"runs": runs},
+        spec,
         model_files,
         out=str(out),
         ssh=ssh,

@@ -31,6 +31,11 @@ def plot_records(records: Sequence[dict[str, Any]], path: str | Path, title: str
     if path.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise BenchError(f"--plot {str(path)!r}: use a .png, .svg or .pdf file name")
     plt = _plt()
+    from edgeattn.bench.sweep import ratio_points
+
+    pts = ratio_points(records)
+    if len({(p["regime"], p["tokens"], p["dim"]) for p in pts}) > 1:
+        return plot_regimes(records, path, title)
     rs = ok(records)
     if not rs:
         raise BenchError("nothing to plot: no successful records")
@@ -77,6 +82,101 @@ def plot_records(records: Sequence[dict[str, Any]], path: str | Path, title: str
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, plt, path)
+
+
+def plot_regimes(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """The SimA paper's timing design with uncertainty: per regime (tokens: vs N, left; channels:
+    vs D, right), the paired ratios with their 95 % interval as a band and a line at 1.0 (top),
+    and each method's paired median latency (bottom, log-log)."""
+    from edgeattn.bench.pairs import RATIO_BY_NAME
+    from edgeattn.bench.sweep import REGIME_RATIOS, ratio_points
+
+    path = Path(path)
+    plt = _plt()
+    from matplotlib.ticker import ScalarFormatter
+
+    pts = ratio_points(records)
+    regimes = [r for r in ("tokens", "channels") if any(p["regime"] == r for p in pts)]
+    if not regimes:
+        raise BenchError("nothing to plot: no paired records (measure with --paired)")
+    fig, axes = plt.subplots(
+        2, len(regimes), figsize=(6.5 * len(regimes), 7.5), squeeze=False, sharex="col"
+    )
+    devices = sorted({p["device"] for p in pts})
+    for col, reg in enumerate(regimes):
+        xkey = "tokens" if reg == "tokens" else "dim"
+        fixed_key = "dim" if reg == "tokens" else "tokens"
+        ax_r, ax_l = axes[0][col], axes[1][col]
+        mine = [p for p in pts if p["regime"] == reg]
+        for dev in devices:
+            for name in REGIME_RATIOS[reg]:
+                series = sorted(
+                    (p for p in mine if p["ratio"] == name and p["device"] == dev),
+                    key=lambda p: p[xkey],
+                )
+                if not series:
+                    continue
+                xs = [p[xkey] for p in series]
+                label = RATIO_BY_NAME[name].label + ("" if len(devices) == 1 else f" — {dev}")
+                (line,) = ax_r.plot(xs, [p["median"] for p in series], marker="o", label=label)
+                ax_r.fill_between(
+                    xs,
+                    [p["ci_low"] for p in series],
+                    [p["ci_high"] for p in series],
+                    color=line.get_color(),
+                    alpha=0.2,
+                    linewidth=0,
+                )
+                for p in series:
+                    if p["stability"] == "unstable":
+                        ax_r.annotate("unstable", (p[xkey], p["median"]), fontsize=6)
+            lat: dict[str, list[tuple[int, float]]] = {}
+            for p in mine:
+                if p["device"] != dev:
+                    continue
+                for meth, ms in p["latency_ms"].items():
+                    lat.setdefault(meth, [])
+                    if (p[xkey], ms) not in lat[meth]:
+                        lat[meth].append((p[xkey], ms))
+            for meth, series in sorted(lat.items()):
+                series.sort()
+                label = meth + ("" if len(devices) == 1 else f" — {dev}")
+                ax_l.plot([x for x, _ in series], [y for _, y in series], marker=".", label=label)
+        ax_r.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+        fixed = sorted({p[fixed_key] for p in mine})
+        fixed_s = ", ".join(str(v) for v in fixed)
+        ax_r.set_title(
+            f"{reg} regime ({'N > D' if reg == 'tokens' else 'N < D'}, "
+            f"{'D' if reg == 'tokens' else 'N'} = {fixed_s}): ratio, 95 % interval"
+        )
+        ax_r.set_ylabel("paired ratio (× ; > 1: the second is faster)")
+        ax_r.set_xscale("log", base=2)
+        ax_r.set_yscale("log")
+        _plain_ticks(ax_r, sorted({p[xkey] for p in mine}))
+        ax_r.grid(True, which="both", alpha=0.3)
+        ax_r.legend(fontsize=7)
+        ax_l.set_xscale("log", base=2)
+        ax_l.set_yscale("log")
+        ax_l.xaxis.set_major_formatter(ScalarFormatter())
+        ax_l.set_xlabel("tokens N" if reg == "tokens" else "channels D")
+        ax_l.set_ylabel("median latency, paired pass (ms)")
+        ax_l.grid(True, which="both", alpha=0.3)
+        ax_l.legend(fontsize=7)
+    fig.suptitle(title or f"exp vs l1 on {', '.join(devices)}", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def _plain_ticks(ax: Any, xs: Sequence[int]) -> None:
+    """Ticks at the measured points, written as numbers (not 2^k); ratios as plain numbers."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_locator(FixedLocator(list(xs)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
+    ax.tick_params(axis="y", which="minor", labelsize=6)
 
 
 def _save(fig: Any, plt: Any, path: Path) -> Path:

@@ -10,7 +10,13 @@ from typing import Any
 
 
 def ok(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if r.get("status") == "ok"]
+    """The ok *isolated* records (one method alone); paired records are read by ``pairs``."""
+    return [r for r in records if r.get("status") == "ok" and r.get("kind") != "paired"]
+
+
+def isolated(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Isolated records, ok or not (tables list failures too)."""
+    return [r for r in records if r.get("kind") != "paired"]
 
 
 def p50(rec: dict[str, Any]) -> float | None:
@@ -23,7 +29,8 @@ def device_label(rec: dict[str, Any]) -> str:
     name = host.get("spec") or dev.get("hostname") or "?"
     cpu = dev.get("cpu_model") or dev.get("machine") or ""
     prov = (rec.get("session") or {}).get("device") or ""
-    return f"{name} [{prov}] {cpu}".strip()
+    emu = " (emulated — not device speed)" if dev.get("emulated") else ""
+    return f"{name} [{prov}] {cpu}{emu}".strip()
 
 
 def by_method(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -44,18 +51,36 @@ def ratio(num: dict[str, Any] | None, den: dict[str, Any] | None) -> float | Non
 
 
 def bench_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The headline ratios, each computed from medians measured in this run (None if absent)."""
+    """The headline ratios of one device's records at one shape.
+
+    Each ratio is a dict: from the last ok paired record, the median of per-round ratios with its
+    95 % interval (``source: "paired"``); without one (``--no-paired``, old records), the ratio of
+    the isolated medians, with no interval (``source: "unpaired"``). None when a method is absent.
+    """
+    from edgeattn.bench import pairs
+
     m = by_method(records)
     sima = m.get("sima")
-    return {
-        "exp_vs_l1_fixed_order": ratio(m.get("softmax"), m.get("sima_qk")),
-        "dynamic_order_speedup": ratio(m.get("sima_qk"), sima),
-        "dynamic_order_taken": ((sima or {}).get("meta") or {}).get("order"),
-        "fused_softmax_vs_sima_dynamic": ratio(m.get("softmax_fused"), sima),
-        "softmax_vs_fused_softmax": ratio(m.get("softmax"), m.get("softmax_fused")),
-        "softmax_vs_soft": ratio(m.get("softmax"), m.get("soft")),
-        "xca_vs_sima_dynamic": ratio(m.get("xca"), sima),
+    prs = pairs.paired(records)
+    prec = prs[-1] if prs else None
+    got = pairs.ratio_results(prec) if prec else {}
+    out: dict[str, Any] = {}
+    for spec in pairs.RATIOS:
+        if spec.name in got:
+            r = dict(got[spec.name])
+            r["source"] = "paired"
+            out[spec.name] = r
+        else:
+            v = ratio(m.get(spec.num), m.get(spec.den))
+            out[spec.name] = None if v is None else {"median": v, "source": "unpaired"}
+    out["dynamic_order_taken"] = ((sima or {}).get("meta") or {}).get("order")
+    out["op_level"] = pairs.op_breakdowns(prec) if prec else {}
+    out["ns_per_element"] = pairs.ns_per_element(prec) if prec else {}
+    out["stability"] = ((prec or {}).get("paired") or {}).get("stability")
+    out["isolated_stability"] = {
+        k: ((r.get("latency_ms") or {}).get("stability") or {}).get("verdict") for k, r in m.items()
     }
+    return out
 
 
 def _fmt_ms(v: float | None) -> str:
@@ -86,7 +111,7 @@ def bench_table(records: Sequence[dict[str, Any]], title: str = "") -> Any:
         ("MB", {"justify": "right"}),
     ):
         t.add_column(col, **kw)
-    for rec in records:
+    for rec in isolated(records):
         meta = rec.get("meta") or {}
         if rec.get("status") != "ok":
             t.add_row(
@@ -108,9 +133,12 @@ def bench_table(records: Sequence[dict[str, Any]], title: str = "") -> Any:
         if fused:
             census += f"+{fused}F"
         cv = lat.get("cv")
-        cv_s = (
-            "-" if cv is None else f"{cv:.0%}" + ("" if lat.get("stable", True) else "[yellow]![/]")
-        )
+        verdict = (lat.get("stability") or {}).get("verdict")
+        cv_s = "-" if cv is None else f"{cv:.0%}"
+        if verdict == "unstable":
+            cv_s += " [yellow]unstable[/]"
+        elif not lat.get("stable", True):
+            cv_s += "[yellow]![/]"
         mem = (rec.get("memory") or {}).get("peak_rss_mb")
         t.add_row(
             meta.get("method", "?"),
@@ -150,26 +178,40 @@ def _order_str(meta: dict[str, Any]) -> str:
     return s
 
 
-def summary_lines(summary: dict[str, Any], shape: str) -> list[str]:
+SUMMARY_RATIOS = (
+    "exp_vs_l1_fixed_order",
+    "dynamic_order_speedup",
+    "fused_softmax_vs_sima_dynamic",
+    "softmax_vs_soft",
+    "xca_vs_sima_dynamic",
+    "xca_vs_sima_kv",
+    "op_softmax_vs_l1",
+)
+
+
+def summary_lines(summary: dict[str, Any], shape: str = "") -> list[str]:
+    """One line per headline ratio: paired with its interval, or marked unpaired (``shape`` is
+    kept for callers; the table title carries it)."""
+    from edgeattn.bench import pairs
+
     out = []
-    v = summary.get("exp_vs_l1_fixed_order")
-    if v is not None:
+    for name in SUMMARY_RATIOS:
+        r = summary.get(name)
+        if not r:
+            continue
+        if r.get("source") == "paired":
+            out.append(pairs.ratio_line(name, r, summary.get("dynamic_order_taken")))
+        else:
+            spec = pairs.RATIO_BY_NAME[name]
+            out.append(
+                f"{spec.label} = {r['median']:.2f}× (ratio of medians from separate runs, "
+                "unpaired: no interval; within run-to-run noise unless measured paired)"
+            )
+    npe = summary.get("ns_per_element") or {}
+    if "op_softmax" in npe and "op_l1" in npe:
         out.append(
-            f"exp vs l1 at fixed (QKᵀ)V order, {shape}: softmax / SimA = {v:.2f}× "
-            f"({'softmax slower' if v > 1 else 'SimA slower'})"
+            f"per element: Softmax {npe['op_softmax']:.3f} ns, l1-normalise {npe['op_l1']:.3f} ns"
         )
-    v = summary.get("dynamic_order_speedup")
-    if v is not None:
-        taken = {"qk_first": "(QKᵀ)V", "kv_first": "Q(KᵀV)"}.get(
-            summary.get("dynamic_order_taken"), "?"
-        )
-        out.append(f"dynamic ordering: SimA (QKᵀ)V / SimA auto = {v:.2f}× (auto took {taken})")
-    v = summary.get("fused_softmax_vs_sima_dynamic")
-    if v is not None:
-        out.append(f"ORT fused softmax / SimA auto = {v:.2f}×")
-    v = summary.get("softmax_vs_soft")
-    if v is not None:
-        out.append(f"softmax / SOFT = {v:.2f}×")
     return out
 
 
@@ -203,7 +245,7 @@ def to_csv(records: Iterable[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
     w.writeheader()
-    for r in records:
+    for r in isolated(records):
         meta = r.get("meta") or {}
         lat = r.get("latency_ms") or {}
         ses = r.get("session") or {}

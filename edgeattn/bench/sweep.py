@@ -19,7 +19,7 @@ from edgeattn.errors import BenchError
 
 TOKENS_GRID = (64, 256, 1024, 4096)
 CHANNELS_GRID = (384, 768, 1536, 3072)
-TOKENS_METHODS = ("softmax", "sima_qk", "sima", "soft")
+TOKENS_METHODS = ("softmax", "sima_qk", "sima", "soft", "op_softmax", "op_l1")
 CHANNELS_METHODS = ("xca", "sima_kv", "sima")
 
 
@@ -147,3 +147,169 @@ def find_crossover(records: Sequence[dict[str, Any]], dim: int, heads: int) -> C
         points,
         f"between N={a} and N={b}",
     )
+
+
+# ------------------------------------------------------------------- ratios along a regime
+
+#: the ratios a regime plots, in order: the first is the regime's exp-vs-l1 answer
+REGIME_RATIOS = {
+    "tokens": (
+        "exp_vs_l1_fixed_order",
+        "op_softmax_vs_l1",
+        "softmax_vs_soft",
+        "dynamic_order_speedup",
+    ),
+    "channels": ("xca_vs_sima_kv", "xca_vs_sima_dynamic"),
+}
+
+
+def regime_of(meta: dict[str, Any]) -> str:
+    """tokens (N > D) or channels (N <= D), from a paired record's meta."""
+    return "tokens" if (meta.get("tokens") or 0) > (meta.get("dim") or 0) else "channels"
+
+
+def ratio_points(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (paired record, ratio): regime, N, D, h, device, ratio, interval, verdict."""
+    from edgeattn.bench import pairs
+    from edgeattn.bench.report import device_label
+
+    out = []
+    for rec in pairs.paired(records):
+        meta = rec.get("meta") or {}
+        reg = regime_of(meta)
+        res = pairs.ratio_results(rec)
+        lat = (rec.get("paired") or {}).get("latency_ms") or {}
+        methods = pairs.member_methods(rec)
+        for name in REGIME_RATIOS[reg]:
+            r = res.get(name)
+            if not r:
+                continue
+            out.append(
+                {
+                    "regime": reg,
+                    "tokens": meta.get("tokens"),
+                    "dim": meta.get("dim"),
+                    "heads": meta.get("heads"),
+                    "device": device_label(rec),
+                    "ratio": name,
+                    "median": r["median"],
+                    "ci_low": r["ci_low"],
+                    "ci_high": r["ci_high"],
+                    "rounds": r["rounds"],
+                    "no_difference": r["no_difference"],
+                    "stability": r["stability"],
+                    "latency_ms": {methods[k]: v["median"] for k, v in lat.items()},
+                }
+            )
+    return out
+
+
+def verdict_counts(records: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Stability verdicts over a sweep: isolated measurements and paired groups."""
+    counts: dict[str, int] = {}
+    for r in records:
+        if r.get("status") != "ok":
+            counts["error"] = counts.get("error", 0) + 1
+            continue
+        if r.get("kind") == "paired":
+            v = ((r.get("paired") or {}).get("stability") or {}).get("verdict")
+            key = f"paired {v}"
+        else:
+            v = ((r.get("latency_ms") or {}).get("stability") or {}).get("verdict")
+            key = f"isolated {v}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def ratio_table(records: Sequence[dict[str, Any]]) -> Any:
+    """The sweep's ratios with intervals: one row per point and ratio."""
+    from rich.table import Table
+
+    from edgeattn.bench.pairs import NO_DIFFERENCE, RATIO_BY_NAME
+
+    t = Table(title="sweep: paired ratios, median [95 % interval]", title_justify="left")
+    for c in ("regime", "N", "D", "h", "ratio", "×", "rounds", "verdict"):
+        t.add_column(c, justify="right" if c in ("N", "D", "h", "×", "rounds") else "left")
+    for p in sorted(
+        ratio_points(records), key=lambda p: (p["regime"], p["ratio"], p["dim"], p["tokens"])
+    ):
+        verdict = p["stability"] or "-"
+        if verdict == "unstable":
+            verdict = "[yellow]UNSTABLE[/]"
+        if p["no_difference"]:
+            verdict += f"; {NO_DIFFERENCE}"
+        t.add_row(
+            p["regime"],
+            str(p["tokens"]),
+            str(p["dim"]),
+            str(p["heads"]),
+            RATIO_BY_NAME[p["ratio"]].label,
+            f"{p['median']:.2f} [{p['ci_low']:.2f}–{p['ci_high']:.2f}]",
+            str(p["rounds"]),
+            verdict,
+        )
+    return t
+
+
+def ratio_compare_table(records: Sequence[dict[str, Any]]) -> Any:
+    """Paired ratios side by side: one row per (shape, ratio), one column per device."""
+    from rich.table import Table
+
+    from edgeattn.bench.pairs import RATIO_BY_NAME, RATIOS
+
+    order = {r.name: i for i, r in enumerate(RATIOS)}
+    devices: list[str] = []
+    cells: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for p in _all_ratio_points(records):
+        if p["device"] not in devices:
+            devices.append(p["device"])
+        key = (p["tokens"], p["dim"], p["heads"], p["ratio"])
+        cells.setdefault(key, {})[p["device"]] = p  # the last record per device wins
+    t = Table(title="paired ratios by device: median [95 % interval]", title_justify="left")
+    for c in ("N", "D", "h", "ratio"):
+        t.add_column(c, justify="right" if c != "ratio" else "left")
+    for d in devices:
+        t.add_column(d, justify="right")
+    for key in sorted(cells, key=lambda k: (order.get(k[3], 99), k[1], k[0])):
+        row = [str(key[0]), str(key[1]), str(key[2]), RATIO_BY_NAME[key[3]].label]
+        for d in devices:
+            p = cells[key].get(d)
+            if p is None:
+                row.append("-")
+                continue
+            s = f"{p['median']:.2f} [{p['ci_low']:.2f}–{p['ci_high']:.2f}]"
+            if p["stability"] == "unstable":
+                s += " [yellow]unstable[/]"
+            if p["no_difference"]:
+                s += " ≈1"
+            row.append(s)
+        t.add_row(*row)
+    return t
+
+
+def _all_ratio_points(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Like ratio_points, but every ratio of every paired record (a bench has all of them)."""
+    from edgeattn.bench import pairs
+    from edgeattn.bench.report import device_label
+
+    out = []
+    for rec in pairs.paired(records):
+        meta = rec.get("meta") or {}
+        for name, r in pairs.ratio_results(rec).items():
+            if name not in pairs.RATIO_BY_NAME:
+                continue
+            out.append(
+                {
+                    "tokens": meta.get("tokens"),
+                    "dim": meta.get("dim"),
+                    "heads": meta.get("heads"),
+                    "device": device_label(rec),
+                    "ratio": name,
+                    "median": r["median"],
+                    "ci_low": r["ci_low"],
+                    "ci_high": r["ci_high"],
+                    "no_difference": r["no_difference"],
+                    "stability": r["stability"],
+                }
+            )
+    return out

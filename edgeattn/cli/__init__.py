@@ -29,6 +29,12 @@ _COMMAND_MODULES = (
 )
 
 _DEBUG = {"on": False}
+_ARGV: dict[str, list[str]] = {}
+
+
+def invocation() -> list[str] | None:
+    """The arguments this ``edgeattn`` run was given (for messages such as the --resume line)."""
+    return _ARGV.get("argv")
 
 
 @app.callback()
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "--debug" in (argv if argv is not None else sys.argv[1:])
         or os.environ.get("EDGEATTN_DEBUG") == "1"
     )
+    _ARGV["argv"] = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--debug"]
     try:
         rc = app(args=argv, standalone_mode=False)
     except EdgeAttnError as exc:
@@ -79,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted; results measured so far are kept on disk")
         return 130
+    except MemoryError as exc:
+        if debug:
+            raise
+        _err(
+            f"out of memory{': ' + str(exc) if str(exc) else ''}".splitlines()[0],
+            "use a smaller shape (--tokens, --batch, --dim) or fewer --methods",
+        )
+        return 1
     except SystemExit as exc:  # typer/click exit paths
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except Exception as exc:

@@ -278,3 +278,20 @@ def test_plot_needs_a_known_suffix(bench_out, tmp_path):
         plot_records(read(out), tmp_path / "x.gif")
     p = plot_records(read(out), tmp_path / "x.png")
     assert p.stat().st_size > 1000
+
+
+def test_sweep_ratio_points_and_verdicts_from_paired_records(bench_out):
+    from edgeattn.bench import sweep as sw
+
+    out, _ = bench_out
+    allrecs = read(out, None)
+    pts = sw.ratio_points(allrecs)
+    # N=64 > D=32: the tokens regime's ratios, one row per paired record and ratio
+    assert {p["regime"] for p in pts} == {"tokens"}
+    names = {p["ratio"] for p in pts}
+    assert {"exp_vs_l1_fixed_order", "dynamic_order_speedup", "softmax_vs_soft"} <= names
+    for p in pts:
+        assert p["ci_low"] <= p["median"] <= p["ci_high"]
+    counts = sw.verdict_counts(allrecs)
+    assert sum(counts.values()) == len(allrecs)
+    assert sum(v for k, v in counts.items() if k.startswith("paired")) == len(read(out, "paired"))

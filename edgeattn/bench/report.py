@@ -285,6 +285,7 @@ def compare_table(records: Sequence[dict[str, Any]]) -> Any:
 
     devices: list[str] = []
     cells: dict[tuple, dict[str, list[float]]] = {}
+    unstable: set[tuple] = set()
     for r in ok(records):
         d = device_label(r)
         if d not in devices:
@@ -298,6 +299,8 @@ def compare_table(records: Sequence[dict[str, Any]]) -> Any:
             (r.get("session") or {}).get("intra_op_threads"),
         )
         cells.setdefault(wk, {}).setdefault(d, []).append(p50(r))
+        if ((r.get("latency_ms") or {}).get("stability") or {}).get("verdict") == "unstable":
+            unstable.add((wk, d))
     t = Table(title="median latency (ms) by device", title_justify="left")
     for c in ("workload", "N", "D", "h", "threads"):
         t.add_column(c)
@@ -307,7 +310,10 @@ def compare_table(records: Sequence[dict[str, Any]]) -> Any:
         t.add_column("ratio", justify="right")
     for wk, per in cells.items():
         vals = [statistics.median(per[d]) if d in per else None for d in devices]
-        row = [str(x) if x is not None else "-" for x in wk] + [_fmt_ms(v) for v in vals]
+        row = [str(x) if x is not None else "-" for x in wk] + [
+            _fmt_ms(v) + (" [yellow]unstable[/]" if (wk, d) in unstable else "")
+            for v, d in zip(vals, devices, strict=True)
+        ]
         if len(devices) == 2:
             row.append(_fmt_x(vals[1] / vals[0]) if vals[0] and vals[1] else "-")
         t.add_row(*row)

@@ -313,3 +313,16 @@ def _all_ratio_points(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
                 }
             )
     return out
+
+
+def ns_per_element_line(records: Sequence[dict[str, Any]]) -> str | None:
+    """'pure op, ns per element: N=256 Softmax 0.59 / l1 0.86; ...' over the sweep's points."""
+    from edgeattn.bench import pairs
+
+    parts = []
+    for rec in sorted(pairs.paired(records), key=lambda r: (r.get("meta") or {}).get("tokens", 0)):
+        npe = pairs.ns_per_element(rec)
+        if "op_softmax" in npe and "op_l1" in npe:
+            n = (rec.get("meta") or {}).get("tokens")
+            parts.append(f"N={n} Softmax {npe['op_softmax']:.3f} / l1 {npe['op_l1']:.3f}")
+    return "pure op over (B,h,N,N), ns per element: " + "; ".join(parts) if parts else None

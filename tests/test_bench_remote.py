@@ -11,7 +11,7 @@ from conftest_remote import *  # noqa: F403 - sshd / device_python fixtures
 pytestmark = pytest.mark.ssh
 
 SHAPE = ["--tokens", "64", "--dim", "32", "--heads", "2", "--methods", "softmax,sima_qk,sima"]
-FAST = ["--min-time", "0.05", "--min-runs", "3", "--max-time", "2"]
+FAST = ["--min-time", "0.05", "--min-runs", "3", "--max-time", "2", "--pair-time", "0.2"]
 
 
 def _read(p):
@@ -44,8 +44,20 @@ def test_bench_on_host_gives_the_local_table(sshd, device_python, tmp_path, monk
     text = capsys.readouterr().out
     assert rc == 0
     loc, rem = _read(local), _read(remote)
+    (lp,) = [r for r in loc if r["kind"] == "paired"]
+    (rp,) = [r for r in rem if r["kind"] == "paired"]
+    loc = [r for r in loc if r["kind"] == "isolated"]
+    rem = [r for r in rem if r["kind"] == "isolated"]
     assert [r["meta"]["method"] for r in rem] == ["softmax", "sima_qk", "sima"]
-    assert all(r["status"] == "ok" for r in rem)
+    assert all(r["status"] == "ok" for r in rem) and rp["status"] == "ok"
+    # the paired pass ran on the device too, over the same model bytes, with the same ratios
+    assert [m["model"]["sha256"] for m in rp["paired"]["members"]] == [
+        m["model"]["sha256"] for m in lp["paired"]["members"]
+    ]
+    assert [r["name"] for r in rp["paired"]["ratios"]] == [
+        r["name"] for r in lp["paired"]["ratios"]
+    ]
+    assert rp["host"]["spec"] == "dev" and "paired rounds" in text
     # Same measurement, same model bytes, same record shape; plus the host tag.
     for a, b in zip(loc, rem, strict=True):
         assert a["meta"] == b["meta"]

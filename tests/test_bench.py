@@ -295,3 +295,23 @@ def test_sweep_ratio_points_and_verdicts_from_paired_records(bench_out):
     counts = sw.verdict_counts(allrecs)
     assert sum(counts.values()) == len(allrecs)
     assert sum(v for k, v in counts.items() if k.startswith("paired")) == len(read(out, "paired"))
+
+
+def test_report_puts_devices_side_by_side(bench_out, tmp_path, cache):
+    """Two devices' records (the second tagged as another host) -> one ratio column each."""
+    out, _ = bench_out
+    recs = read(out, None)
+    other = []
+    for r in recs:
+        r2 = json.loads(json.dumps(r))
+        r2["host"] = {"spec": "pi4"}
+        other.append(r2)
+    f2 = tmp_path / "pi4.jsonl"
+    f2.write_text("".join(json.dumps(r) + "\n" for r in other))
+    res = run_cli("report", str(out), str(f2), cache=cache)
+    assert res.returncode == 0, res.stderr
+    assert "paired ratios by device" in res.stdout
+    header = next(line for line in res.stdout.splitlines() if "ratio" in line and "pi4" in line)
+    assert "pi4" in header
+    row = next(line for line in res.stdout.splitlines() if "exp vs l1" in line)
+    assert row.count("×") == 0 and row.count("[") == 2  # one 'median [low–high]' per device

@@ -253,3 +253,23 @@ def test_runtime_memory_error_is_an_error_record(tmp_path):
     (rec,) = records.read_jsonl(str(out))
     assert rec["status"] == "error" and rec["error"].startswith("MemoryError: ")
     assert "internal error" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cut_last_line_in_a_directory_that_takes_no_new_file(tmp_path):
+    d = tmp_path / "locked"
+    d.mkdir()
+    out = d / "r.jsonl"
+    records.append_jsonl(str(out), records.new_record(id="a", key="a"))
+    with open(out, "ab") as f:
+        f.write(b'{"id": "cut')
+    r = subprocess.run(["chattr", "+i", str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"chattr +i not possible here: {r.stderr.strip()}")
+    try:
+        records.append_jsonl(str(out), records.new_record(id="b", key="b"))
+    finally:
+        subprocess.run(["chattr", "-i", str(d)], check=False)
+    warnings: list[str] = []
+    assert [r["id"] for r in records.read_jsonl(str(out), warn=warnings.append)] == ["a", "b"]
+    assert warnings == [f"{out}:2: not a JSON record; skipped"]  # the fragment, kept in place
+    assert b'{"id": "cut\n' in out.read_bytes()

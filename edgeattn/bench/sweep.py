@@ -99,9 +99,24 @@ class Crossover:
 
 
 def find_crossover(records: Sequence[dict[str, Any]], dim: int, heads: int) -> Crossover:
-    """From sima_qk / sima_kv records at one (D, h), the measured crossover N."""
+    """From sima_qk / sima_kv records at one (D, h), the measured crossover N.
+
+    Where a paired record holds both orders, its median per-round ratio (QKᵀ)V / Q(KᵀV) decides
+    (drift cancels); otherwise the isolated medians do. A point whose paired interval holds 1.0
+    is listed with ``uncertain: true``.
+    """
+    from edgeattn.bench import pairs
+
     qk: dict[int, float] = {}
     kv: dict[int, float] = {}
+    paired_at: dict[int, dict[str, Any]] = {}
+    for rec in pairs.paired(records):
+        m = rec.get("meta") or {}
+        if m.get("dim") != dim or m.get("heads") != heads:
+            continue
+        r = pairs.ratio_results(rec).get("qk_vs_kv_order")
+        if r:
+            paired_at[m["tokens"]] = r
     for r in ok(records):
         m = r.get("meta") or {}
         if m.get("dim") != dim or m.get("heads") != heads:
@@ -110,16 +125,28 @@ def find_crossover(records: Sequence[dict[str, Any]], dim: int, heads: int) -> C
             qk[m["tokens"]] = p50(r)
         elif m.get("method") == "sima_kv":
             kv[m["tokens"]] = p50(r)
+    for n, r in paired_at.items():  # the paired ratio replaces the isolated medians
+        qk[n], kv[n] = r["median"], 1.0
     ns = sorted(set(qk) & set(kv))
     hd = dim // heads
     if len(ns) < 2:
         raise BenchError(
             f"crossover for D={dim} h={heads}: need both orders at >= 2 token counts, got {ns}"
         )
-    points = [
-        {"tokens": n, "qk_first_ms": qk[n], "kv_first_ms": kv[n], "kv_faster": kv[n] < qk[n]}
-        for n in ns
-    ]
+    points = []
+    for n in ns:
+        pt: dict[str, Any] = {"tokens": n, "kv_faster": kv[n] < qk[n]}
+        if n in paired_at:
+            r = paired_at[n]
+            pt.update(
+                source="paired",
+                qk_over_kv=r["median"],
+                ci=[r["ci_low"], r["ci_high"]],
+                uncertain=bool(r["contains_one"]),
+            )
+        else:
+            pt.update(source="isolated", qk_first_ms=qk[n], kv_first_ms=kv[n])
+        points.append(pt)
     # First index from which kv_first is faster at every larger N.
     idx = None
     for i in range(len(ns)):

@@ -5,7 +5,9 @@ Contract (the remote helper and the bench build on it):
 * ``measure --spec FILE|- [--out FILE.jsonl] [--resume] [--quiet]``: records as JSON Lines on
   STDOUT, one per run, flushed as each finishes; with ``--out`` also appended atomically to that
   file; ``--resume`` skips runs whose key has an ok record in ``--out``. Progress on STDERR, lines
-  prefixed ``[edgeattn-runtime]``. Exit 0: all runs ok; 3: some run failed (its error record is
+  prefixed ``[edgeattn-runtime]``. A spec may add ``"paired": [groups]`` (members timed in
+  interleaved rounds in one process, one ``kind: "paired"`` record per group, after the runs; see
+  ``paired.py``) and ``"isolated": false`` (measure only the groups). Exit 0: all runs ok; 3: some run failed (its error record is
   still printed); 2: bad spec or bad usage (one line naming the field and the valid values).
 * ``env``: the device fingerprint as one JSON object.
 * ``check``: preflight as one JSON object with ``ok``; works (nulls) without numpy/onnxruntime.
@@ -34,7 +36,7 @@ EXIT_USAGE = 2
 EXIT_RUN_FAILED = 3
 EXIT_INTERRUPTED = 130
 
-SPEC_KEYS = ("defaults", "runs")
+SPEC_KEYS = ("defaults", "runs", "paired", "isolated")
 _DEEP_MERGE = ("meta", "inputs", "provider_options")
 
 
@@ -136,6 +138,23 @@ def parse_spec(spec: Any, base_dir: str) -> List[Any]:
     return out
 
 
+def parse_paired(spec: Dict[str, Any], specs: List[Any]) -> Tuple[List[Any], bool]:
+    """The spec's paired groups (see ``paired.py``) and whether runs are also measured alone."""
+    from .paired import parse_groups
+    from .session import RuntimeSpecError
+
+    isolated = spec.get("isolated", True)
+    if not isinstance(isolated, bool):
+        raise UsageError(f"bad spec: isolated {isolated!r} is invalid; expected true or false")
+    try:
+        groups = parse_groups(spec.get("paired"), [s.id for s in specs])
+    except RuntimeSpecError as exc:
+        raise UsageError(f"bad spec: {exc}") from None
+    if not isolated and not groups:
+        raise UsageError("bad spec: isolated is false but there are no paired groups to measure")
+    return groups, isolated
+
+
 def _assign_ids(specs: List[Any]) -> None:
     explicit = [s.id for s in specs if s.id is not None]
     dup = sorted({x for x in explicit if explicit.count(x) > 1})
@@ -195,23 +214,30 @@ def _records_channel() -> Iterator[Callable[[str], None]]:
 def cmd_measure(args: argparse.Namespace) -> int:
     from . import records
     from .measure import measure, spec_key
+    from .paired import measure_group
 
     if args.resume and not args.out:
         raise UsageError("--resume needs --out (the file whose records are skipped)")
     say = _progress(args.quiet)
     spec, base = load_spec(args.spec)
     specs = parse_spec(spec, base)
+    groups, isolated = parse_paired(spec, specs)
     done = set()
     if args.resume:
         try:
             done = records.done_keys(args.out)
         except ValueError as exc:
             raise UsageError(f"--resume: {exc}") from None
+    if args.out:  # before the first measurement: an unwritable --out fails now, not after it
+        try:
+            records.check_appendable(args.out)
+        except OSError as exc:
+            return _out_failed(args.out, exc, "cannot write records to")
 
     failed = 0
     n = len(specs)
     with _records_channel() as emit:
-        for i, rs in enumerate(specs, 1):
+        for i, rs in enumerate(specs if isolated else [], 1):
             tag = f"[{i}/{n}] {rs.id}"
             if done:
                 key = spec_key(rs)
@@ -224,9 +250,50 @@ def cmd_measure(args: argparse.Namespace) -> int:
                 failed += 1
             emit(records.dumps(rec))
             if args.out:
-                records.append_jsonl(args.out, rec)
+                try:
+                    records.append_jsonl(args.out, rec)
+                except OSError as exc:  # nothing more is measured into a file that cannot take it
+                    return _out_failed(args.out, exc, f"{tag}: the record could not be appended to")
+        by_id = {rs.id: rs for rs in specs}
+        for j, grp in enumerate(groups, 1):
+            tag = f"[paired {j}/{len(groups)}] {grp.id}"
+            if done:
+                from .paired import group_key
+
+                keys = [spec_key(by_id[r]) for r in grp.runs]
+                if None not in keys and group_key(grp, keys) in done:
+                    say(f"{tag}: skipped (already in {args.out})")
+                    continue
+            say(f"{tag}: {len(grp.runs)} members in interleaved rounds")
+            rec = measure_group(grp, by_id, log=lambda msg, tag=tag: say(f"{tag}: {msg}"))
+            n += 1
+            if rec["status"] != "ok":
+                failed += 1
+            emit(records.dumps(rec))
+            if args.out:
+                try:
+                    records.append_jsonl(args.out, rec)
+                except OSError as exc:
+                    return _out_failed(args.out, exc, f"{tag}: the record could not be appended to")
+        if not isolated:
+            n -= len(specs)
     say(f"done: {n - failed} ok, {failed} failed" if failed else f"done: {n} ok")
     return EXIT_RUN_FAILED if failed else EXIT_OK
+
+
+def _out_failed(path: str, exc: OSError, what: str) -> int:
+    """One line naming the file and the OS error; exit 1 (EXIT_ERROR)."""
+    why = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    code = f" [{errno_name(exc.errno)}]" if exc.errno else ""
+    sys.stderr.write(f"{PROG}: error: {what} {path}: {why}{code}\n")
+    sys.stderr.flush()
+    return EXIT_ERROR
+
+
+def errno_name(code: int) -> str:
+    import errno
+
+    return errno.errorcode.get(code, str(code))
 
 
 # ------------------------------------------------------------------------------------ env, check

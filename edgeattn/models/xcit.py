@@ -3,8 +3,9 @@
 ``xcit_{nano,tiny,small}_12_p{16,8}`` and ``xcit_{tiny,small,medium,large}_24_p{16,8}``: the
 same :class:`~edgeattn.models.sima.XCiTVisionTransformer` with cross-covariance attention
 (:class:`~edgeattn.attention.xca.XCA`) and softmax class attention. Keys equal the SimA nets'
-plus ``blocks.i.attn.temperature``, as in the official XCiT checkpoints (``pos_embeder.*``;
-timm renames that prefix to ``pos_embed.*`` when it loads them).
+plus ``blocks.i.attn.temperature``, as in the official XCiT checkpoints (``pos_embeder.*``, fused
+class-attention ``qkv``). timm's XCiT state_dicts rename the encoder to ``pos_embed.*`` and split
+class attention's ``qkv`` into ``q``, ``k``, ``v``; :mod:`edgeattn.models.checkpoint` maps both back.
 """
 
 from __future__ import annotations

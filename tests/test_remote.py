@@ -331,18 +331,39 @@ def test_preflight_falls_back_when_the_zipapp_cannot_start(opts, dev, device_pyt
     assert any("apt-get install" in f for f in missing["fixes"])
 
 
-def test_remote_setup_and_its_venv_is_used_automatically(sshd, opts, dev, device_python, models):
-    # the default venv place, <cache>/venv, pointing at the ready device env (pip: no downloads)
+def test_remote_setup_and_its_venv_is_used_automatically(
+    sshd, opts, dev, device_python, models, tmp_path
+):
+    # an earlier venv at the default place, <cache>/venv (here a link to the ready device env)
     cache = Path(dev["remote_cache"])
     cache.mkdir(parents=True)
     (cache / "venv").symlink_to(Path(device_python).parent.parent)
+    # the device's pip installs from a local wheel directory (no index): what the host has
+    from importlib.metadata import version
+
+    wheels = tmp_path / "wheels"
+    pins = [f"numpy=={version('numpy')}", f"onnxruntime=={version('onnxruntime')}"]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "-d", str(wheels), *pins],
+        check=True,
+        capture_output=True,
+    )
     lines: list[str] = []
     rep = remote_setup(
-        "dev", ssh=opts, remote_cache=str(cache), on_progress=lambda h, x: lines.append(x)
+        "dev",
+        ssh=opts,
+        remote_cache=str(cache),
+        match_host=True,
+        pip_args=["--no-index", f"--find-links={wheels}"],
+        on_progress=lambda h, x: lines.append(x),
     )
+    # a fresh venv replaced the old one atomically (the old target is untouched)
     assert rep["ok"] and rep["venv"] == os.path.realpath(cache / "venv")
+    assert not (cache / "venv").is_symlink() and Path(device_python).exists()
     assert rep["python"] == f"{rep['venv']}/bin/python3"
-    assert rep["onnxruntime_version"] and any("Requirement already satisfied" in x for x in lines)
+    assert rep["onnxruntime_version"] == version("onnxruntime")
+    assert any("imports ok" in x for x in lines)
+    assert sorted(p.name for p in cache.iterdir() if p.name.startswith("venv")) == ["venv"]
     # no remote_python: check and run pick <cache>/venv/bin/python3 and record it
     # "~/..." is the device's home (this sshd gives its sessions HOME=sshd.home)
     (sshd.home / "devpy").symlink_to(Path(device_python).parent.parent)

@@ -48,6 +48,9 @@ _REMOTE_CACHE = typer.Option(
     "--remote-cache",
     help="Device directory caching the runtime zipapp, models and venv (default ~/.cache/edgeattn).",
 )
+_KEEP_REMOTE = typer.Option(
+    False, "--keep-remote", help="Keep the device's run directory (for debugging)."
+)
 _CONNECT_TIMEOUT = typer.Option(10.0, "--connect-timeout", help="Seconds to wait for a connection.")
 _TIMEOUT = typer.Option(
     None, "--timeout", help="Seconds each remote command may take (default: no limit)."
@@ -186,6 +189,7 @@ def check_cmd(
                 for x in (
                     _fmt(cpu.get("model")),
                     f"{cpu.get('cores_logical')} cores" if cpu.get("cores_logical") else "",
+                    f"[yellow]emulated ({r['emulated']})[/]" if r.get("emulated") else "",
                     f"gov={cpu['governor']}" if cpu.get("governor") else "",
                     f"{cpu['temperature_c']}°C" if cpu.get("temperature_c") is not None else "",
                 )
@@ -236,11 +240,29 @@ def setup_cmd(
         None, "--venv", help="Venv directory on the device (default ~/.cache/edgeattn/venv)."
     ),
     upgrade_pip: bool = typer.Option(False, "--upgrade-pip", help="Upgrade pip in the venv first."),
+    package: list[str] = typer.Option(
+        None,
+        "--package",
+        help="pip requirement to install instead of the defaults, e.g. onnxruntime==1.31.0 "
+        "(repeatable; default: numpy onnxruntime).",
+    ),
+    pip_arg: list[str] = typer.Option(
+        None,
+        "--pip-arg",
+        help="Extra argument for the device's pip install (repeatable), e.g. --pip-arg=--no-index "
+        "--pip-arg=--find-links=/srv/wheels or --pip-arg=--index-url=URL.",
+    ),
+    match_host: bool = typer.Option(
+        False,
+        "--match-host",
+        help="Pin numpy and onnxruntime to this host's versions (a --package naming one wins).",
+    ),
     remote_cache: str = _REMOTE_CACHE,
     connect_timeout: float = _CONNECT_TIMEOUT,
     timeout: float = _TIMEOUT,
 ) -> None:
-    """Create a venv on the device and pip install numpy and onnxruntime into it."""
+    """Create a venv on the device and pip install numpy and onnxruntime into it (atomically:
+    it replaces the old one only once both import; a failure changes nothing)."""
     from edgeattn.cli.console import console
     from edgeattn.remote.deploy import remote_setup
 
@@ -254,6 +276,9 @@ def setup_cmd(
             python=remote_python,
             venv=venv,
             upgrade_pip=upgrade_pip,
+            packages=list(package or ()) or (() if match_host else ("numpy", "onnxruntime")),
+            pip_args=list(pip_arg or ()),
+            match_host=match_host,
             remote_cache=remote_cache,
             on_progress=_Progress(False),
         )
@@ -294,9 +319,7 @@ def run_cmd(
     remote_python: str = _REMOTE_PYTHON,
     remote_dir: str = _REMOTE_DIR,
     remote_cache: str = _REMOTE_CACHE,
-    keep_remote: bool = typer.Option(
-        False, "--keep-remote", help="Keep the device's run directory (for debugging)."
-    ),
+    keep_remote: bool = _KEEP_REMOTE,
     connect_timeout: float = _CONNECT_TIMEOUT,
     timeout: float = _TIMEOUT,
     quiet: bool = typer.Option(False, "--quiet", help="No device progress lines."),

@@ -21,19 +21,22 @@ The remote scripts are fixed one-line ``sh`` programs; every user-derived value 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import hashlib
 import io
 import json
 import os
+import re
 import secrets
+import signal
 import tarfile
 import threading
 import time
 import zipapp
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,18 +156,55 @@ _CHECK = (
     "fi; exit 0"
 )
 
-# setup: python venv upgrade_pip(0|1) pip_arg... ; progress on stdout/stderr, "@venv DIR" at the end
+# setup: python venv upgrade_pip(0|1) fixup_code pip_arg... ; progress on stderr, "@venv DIR" at the end.
+# Atomic: the venv is built at a temporary sibling path and moved into place only after numpy and
+# onnxruntime import in it; on any failure (or a dropped session) the temporary tree is removed and
+# an earlier venv, or the system python3 that was used without one, keeps working.
 _SETUP = (
-    'py=$1; venv=$2; up=$3; shift 3; if [ -z "$py" ]; then py=python3; fi; '
+    'py=$1; venv=$2; up=$3; fix=$4; shift 4; if [ -z "$py" ]; then py=python3; fi; '
     'case $py in "~/"*) py=$HOME/${py#??};; esac; '
     'if ! command -v -- "$py" >/dev/null 2>&1; then echo "edgeattn-setup: $py not found" >&2; '
     "exit 93; fi; "
-    'if [ ! -x "$venv/bin/python3" ]; then echo "edgeattn-setup: creating venv $venv" >&2; '
-    '"$py" -m venv "$venv" 1>&2 || exit 92; fi; vp=$venv/bin/python3; '
-    'if [ "$up" = 1 ]; then "$vp" -m pip install --upgrade pip 1>&2 || exit 91; fi; '
-    '"$vp" -m pip install "$@" 1>&2 || exit 90; '
-    'printf "@venv %s\\n" "$(cd -- "$venv" && pwd -P)"'
+    'printf "edgeattn-setup: device %s, python %s\\n" "$(uname -m)" '
+    '"$("$py" -c "import platform; print(platform.python_version())" 2>&1)" >&2; '
+    'if ! "$py" -c "import venv, ensurepip" >/dev/null 2>&1; then '
+    'echo "edgeattn-setup: No module named venv/ensurepip for $py" >&2; exit 92; fi; '
+    'mkdir -p -- "$(dirname -- "$venv")" || exit 97; '
+    'abs=$(cd -- "$(dirname -- "$venv")" && pwd -P)/$(basename -- "$venv"); '
+    "tmp=$abs.new-$$; old=$abs.old-$$; trap 'rm -rf -- \"$tmp\"' EXIT; "
+    "trap 'exit 130' HUP INT TERM; "
+    'rm -rf -- "$tmp"; echo "edgeattn-setup: creating venv $tmp (moved to $abs when it works)" >&2; '
+    '"$py" -m venv "$tmp" 1>&2 || exit 92; vp=$tmp/bin/python3; '
+    'upg=; if [ "$up" = 1 ]; then upg="--upgrade pip"; fi; '
+    '"$vp" -m pip install $upg "$@" 1>&2 || exit 90; '
+    '"$vp" -c "import numpy, onnxruntime; print(\'edgeattn-setup: imports ok: numpy\', '
+    "numpy.__version__, 'onnxruntime', onnxruntime.__version__)\" 1>&2 || exit 89; "
+    '"$vp" -c "$fix" "$tmp" "$abs" 1>&2 || exit 88; '
+    'if [ -e "$abs" ] || [ -L "$abs" ]; then mv -- "$abs" "$old" || exit 95; fi; '
+    'if ! mv -- "$tmp" "$abs"; then mv -- "$old" "$abs" 2>/dev/null; exit 95; fi; '
+    'rm -rf -- "$old"; printf "@venv %s\\n" "$abs"'
 )
+
+# rewrites the temporary venv path to the final one in bin/ scripts and pyvenv.cfg (shebangs,
+# activate): run by the new venv's python as `-c FIXUP TMP FINAL` (one line: exec of a literal)
+_SETUP_FIXUP_CODE = (
+    "import os, sys\n"
+    "tmp, final = sys.argv[1].encode(), sys.argv[2].encode()\n"
+    "paths = [os.path.join(sys.argv[1], 'pyvenv.cfg')]\n"
+    "bindir = os.path.join(sys.argv[1], 'bin')\n"
+    "paths += [os.path.join(bindir, n) for n in os.listdir(bindir)]\n"
+    "for p in paths:\n"
+    "    if os.path.islink(p) or not os.path.isfile(p):\n"
+    "        continue\n"
+    "    with open(p, 'rb') as f:\n"
+    "        data = f.read()\n"
+    "    if tmp in data and b'\\0' not in data[:4096]:\n"
+    "        st = os.stat(p)\n"
+    "        with open(p, 'wb') as f:\n"
+    "            f.write(data.replace(tmp, final))\n"
+    "        os.chmod(p, st.st_mode)\n"
+)
+_SETUP_FIXUP = "exec(" + repr(_SETUP_FIXUP_CODE) + ")"
 
 # an inline probe that runs on any Python (2.7 too): used by remote_check besides the zipapp
 _PY_PROBE = (
@@ -189,6 +229,8 @@ _SCRIPT_ERRORS = {
     92: "`python3 -m venv` failed on the device",
     91: "`pip install --upgrade pip` failed on the device",
     90: "`pip install` failed on the device",
+    89: "numpy/onnxruntime installed but do not import in the new venv",
+    88: "cannot finish the new venv (path rewrite)",
 }
 
 
@@ -758,6 +800,46 @@ def run_many(
     )  # bad spec / missing file: fail once, here
     conns = [SSHConnection(p, opts) for p in parsed]
     outcomes = [HostOutcome(p.spec) for p in parsed]
+    with _sigterm_as_interrupt():
+        return _run_many(parsed, conns, outcomes, spec, model_files, opts, max_parallel, kwargs)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM -> KeyboardInterrupt while hosts run, so ``kill PID`` cleans up like Ctrl-C (the
+    devices stop their runtimes and remove their run directories; the control sockets go).
+
+    Only where nobody handles SIGTERM yet (the default action) and in the main thread; a caller's
+    own handler (a CLI that reports what was kept) is left as it is.
+    """
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            yield
+            return
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _run_many(
+    parsed: list[Host],
+    conns: list[SSHConnection],
+    outcomes: list[HostOutcome],
+    spec: Mapping[str, Any],
+    model_files: Mapping[str, str | os.PathLike] | None,
+    opts: SSHOptions,
+    max_parallel: int | None,
+    kwargs: dict[str, Any],
+) -> list[HostOutcome]:
 
     def work(i: int) -> None:
         try:
@@ -910,6 +992,12 @@ def _interpret_check(report: dict[str, Any], text: str, host: str) -> None:
         cpu["temperature_c"] = env.get("temperature_c")
         cpu["throttled"] = env.get("throttled")
         report["device_model"] = env.get("device_model")
+        report["emulated"] = env.get("emulated")
+        if env.get("emulated"):
+            report["notes"].append(
+                f"this device is emulated ({env['emulated']}: {env.get('emulated_hint') or '?'}): "
+                "it proves the device path works; its timings are not device speed"
+            )
     report["cpu"] = cpu
     # problems ------------------------------------------------------------------------------------
     pv = report.get("python_version")
@@ -1022,6 +1110,124 @@ def fix_commands(report: Mapping[str, Any], host: str, python_missing: bool = Fa
     return fixes
 
 
+_SETUP_DEVICE_RE = re.compile(r"^edgeattn-setup: device (\S+), python (\S+)")
+# (regex on pip's output, reason, hint); {pkg} {machine} {python} are filled in; first match wins
+_SETUP_FAILURES: tuple[tuple[str, str, str], ...] = (
+    (
+        r"No space left on device|\[Errno 28\]|Disk quota exceeded",
+        "the device's disk is full",
+        "free space on the device (df -h ~/.cache), or put the venv on a bigger disk: "
+        "--venv /path/with/space/venv",
+    ),
+    (
+        r"CERTIFICATE_VERIFY_FAILED|certificate verify failed|SSLError|SSL: |TLSV1_ALERT|"
+        r"SSLCertVerificationError",
+        "the device's pip cannot verify TLS to the package index",
+        "check the device clock (`date`; a Pi without RTC or network time starts in the past) and "
+        "its CA certificates (sudo apt-get install --reinstall ca-certificates); behind a proxy: "
+        "--pip-arg=--cert=/path/ca.pem; or install from local wheels: "
+        "--pip-arg=--no-index --pip-arg=--find-links=/dir/with/wheels",
+    ),
+    (
+        r"No matching distribution found for (?P<pkg>\S+)|"
+        r"Could not find a version that satisfies the requirement (?P<pkg2>\S+)",
+        "no {pkg} wheel for this device ({machine}, Python {python}) on the index pip used",
+        "{wheel_hint}",
+    ),
+    (
+        r"Failed to establish a new connection|Temporary failure in name resolution|"
+        r"Network is unreachable|Read timed out|ConnectTimeoutError|Max retries exceeded",
+        "the device cannot reach the package index",
+        "check the device's network/proxy (pip's --proxy), or install from local wheels: "
+        "--pip-arg=--no-index --pip-arg=--find-links=/dir/with/wheels",
+    ),
+    (
+        r"\[Errno 13\] Permission denied",
+        "pip was denied access to a path on the device",
+        "check the permissions of the venv's parent directory and of any --find-links directory "
+        "for the login user (or pass --venv DIR in a directory it owns)",
+    ),
+    (
+        r"No module named venv|No module named ensurepip|ensurepip is not available|"
+        r"No module named pip",
+        "the device's python has no venv/pip module",
+        "on the device: sudo apt-get install -y python3-venv python3-pip",
+    ),
+)
+
+
+def setup_failure(returncode: int | None, output: Sequence[str]) -> tuple[str, str | None]:
+    """(reason, hint) for a failed ``remote setup``, from what its pip/venv output says failed."""
+    text = "\n".join(output)
+    machine = python = "?"
+    for line in output:
+        m = _SETUP_DEVICE_RE.match(line)
+        if m:
+            machine, python = m.group(1), m.group(2)
+    for pattern, reason, hint in _SETUP_FAILURES:
+        m = re.search(pattern, text)
+        if not m:
+            continue
+        pkg = next((g for g in m.groups() if g), "") if m.groups() else ""
+        name = re.split(r"[<>=!~\[; ]", pkg, maxsplit=1)[0] if pkg else "package"
+        arm32 = machine.startswith(("armv6", "armv7", "armv8l", "arm")) and machine != "arm64"
+        if name.lower() == "onnxruntime" and arm32:
+            wheel_hint = (
+                f"onnxruntime publishes no wheels for 32-bit ARM ({machine}): install the 64-bit "
+                "(aarch64) OS on the board, or build onnxruntime from source for armv7l"
+            )
+        else:
+            wheel_hint = (
+                f"pin a {name} version that has a wheel for Python {python} on {machine} "
+                f"(--package '{name}==X.Y'), or point pip at a wheel directory "
+                "(--pip-arg=--no-index --pip-arg=--find-links=/dir/with/wheels)"
+            )
+        detail = next((ln.strip() for ln in output if re.search(pattern, ln)), "")
+        reason = reason.format(pkg=name, machine=machine, python=python)
+        if detail and detail not in reason:
+            reason += f": {detail[:200]}"
+        return reason, hint.format(wheel_hint=wheel_hint)
+    if returncode == 92:
+        return _SCRIPT_ERRORS[92], "on the device: sudo apt-get install -y python3-venv"
+    if returncode == 89:
+        last = next((ln for ln in reversed(output) if "Error" in ln), "")
+        return (
+            _SCRIPT_ERRORS[89] + (f": {last.strip()[:200]}" if last else ""),
+            "pin versions that go together (--match-host pins the host's numpy and onnxruntime)",
+        )
+    last = next((ln.strip() for ln in reversed(output) if ln.strip().startswith("ERROR")), "")
+    msg = _SCRIPT_ERRORS.get(returncode or 0, f"setup failed with exit status {returncode}")
+    return msg + (f": {last[:200]}" if last else ""), "see the pip output above"
+
+
+def _setup_error(exc: DeviceCommandError, output: Sequence[str]) -> DeviceCommandError:
+    if exc.returncode not in _SCRIPT_ERRORS:
+        return exc
+    reason, hint = setup_failure(exc.returncode, output)
+    return DeviceCommandError(
+        f"{exc.host}: setup: {reason} (nothing was changed on the device)",
+        returncode=exc.returncode,
+        stderr_tail=exc.stderr_tail,
+        host=exc.host,
+        hint=hint,
+    )
+
+
+def host_pins() -> list[str]:
+    """``numpy==X`` and ``onnxruntime==Y`` at this host's versions (``remote setup --match-host``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for dist in ("numpy", "onnxruntime"):
+        try:
+            pins.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:
+            raise RemoteError(
+                f"--match-host: {dist} is not installed on this host", hint="pip install " + dist
+            ) from None
+    return pins
+
+
 def remote_setup(
     host: str | Host,
     *,
@@ -1033,22 +1239,47 @@ def remote_setup(
     upgrade_pip: bool = False,
     remote_cache: str | None = None,
     on_progress: ProgressFn | None = None,
+    match_host: bool = False,
 ) -> dict[str, Any]:
-    """Make a venv on the device and pip install numpy and onnxruntime into it.
+    """Make a venv on the device and pip install numpy and onnxruntime into it, atomically.
 
     The venv defaults to ``~/.cache/edgeattn/venv``, which :func:`run_remote` and
-    :func:`remote_check` then use automatically when no ``remote_python`` is given. pip installs
-    from the device's own package index. Returns :func:`remote_check`'s report for the venv's
-    python (with ``venv`` and ``python`` set).
+    :func:`remote_check` then use automatically when no ``remote_python`` is given. It is built at
+    a temporary path and moved into place only once numpy and onnxruntime import in it: a failed
+    setup changes nothing on the device (an earlier venv, or the system python3, keeps working)
+    and raises :class:`DeviceCommandError` whose message and hint say what failed (TLS, no wheel
+    for this platform/Python, disk full, no venv module, no network). ``packages`` are pip
+    requirements (``onnxruntime==1.31.0``); ``match_host`` pins numpy and onnxruntime to this
+    host's versions (a requirement in ``packages`` naming one of them wins); ``pip_args`` go to
+    ``pip install`` (``--no-index``, ``--find-links=DIR``, ``--index-url=URL``...). Returns
+    :func:`remote_check`'s report for the venv's python (with ``venv`` and ``python`` set).
     """
     h = parse_host(host)
     opts = ssh or SSHOptions()
     cache = remote_path(remote_cache, DEFAULT_CACHE)
     venv_dir = remote_path(venv, f"{cache}/{VENV_SUBDIR}")
+    packages = list(packages)
     for p in packages:
         if not p or p.startswith("-") or any(c.isspace() for c in p):
             raise ValueError(f"bad package requirement {p!r}")
+    if match_host:  # bare numpy/onnxruntime become the host's pins; a versioned one wins
+        packages = [p for p in packages if p.lower() not in ("numpy", "onnxruntime")]
+        named = {re.split(r"[<>=!~\[; ]", p, maxsplit=1)[0].lower() for p in packages}
+        packages += [pin for pin in host_pins() if pin.split("==")[0] not in named]
+    for a in pip_args:
+        if not isinstance(a, str) or not a or "\n" in a or "\0" in a:
+            raise ValueError(f"bad pip argument {a!r}")
     timeout = opts.timeout if opts.timeout is not None else 1800.0
+    lines: list[str] = []
+    header: list[str] = []
+
+    def on_line(line: str) -> None:
+        if _SETUP_DEVICE_RE.match(line):
+            header.append(line)
+        lines.append(line)
+        del lines[:-400]
+        _say(on_progress, h.spec, line)
+
     with SSHConnection(h, opts) as conn:
         try:
             res = conn.run(
@@ -1057,23 +1288,16 @@ def remote_setup(
                     python or "",
                     venv_dir,
                     "1" if upgrade_pip else "0",
+                    _SETUP_FIXUP,
                     *pip_args,
                     *packages,
                 ),
                 timeout=timeout,
-                on_stderr_line=lambda line: _say(on_progress, h.spec, line),
+                on_stderr_line=on_line,
                 what="setup",
             )
         except DeviceCommandError as exc:
-            err = _script_error(exc, "setup")
-            if exc.returncode == 92:
-                err.hint = "on the device: sudo apt-get install -y python3-venv"
-            elif exc.returncode == 90:
-                err.hint = (
-                    "no onnxruntime wheel for this device? (32-bit ARM has none on PyPI); "
-                    "see `edgeattn remote check HOST`"
-                )
-            raise err from None
+            raise _setup_error(exc, header + lines) from None
     kv = dict(_parse_kv_lines(res.stdout))
     vdir = kv.get("@venv", venv_dir)
     report = remote_check(

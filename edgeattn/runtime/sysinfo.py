@@ -232,6 +232,42 @@ def device_model() -> Optional[str]:
     )
 
 
+EMULATED_MARKER = "/etc/edgeattn-emulated"
+_BINFMT = "/proc/sys/fs/binfmt_misc"
+_X86_CPUINFO_KEYS = ("vendor_id", "flags", "cpu family")
+
+
+def emulation() -> Optional[Dict[str, str]]:
+    """``{"emulated": "qemu-user", "hint": ...}`` when this "device" runs under an emulator.
+
+    Hints, first found wins: the device's own marker file (edgeattn's emulated test boards write
+    ``/etc/edgeattn-emulated``), a cpuinfo that names QEMU, an x86 cpuinfo on an ARM/RISC-V
+    machine (qemu-user passes the host's through), or an enabled binfmt_misc handler
+    ``qemu-<this machine>`` (nobody registers an emulator for the native architecture).
+    """
+    marker = _read(EMULATED_MARKER)
+    if marker is not None:
+        first = (marker.splitlines() or ["qemu-user"])[0].strip()
+        kind = first.split()[0] if first else "qemu-user"
+        return {"emulated": kind, "hint": "marker {}: {}".format(EMULATED_MARKER, first)[:200]}
+    machine = (platform.machine() or "").lower()
+    text = _read("/proc/cpuinfo") or ""
+    for line in text.splitlines():
+        k, _, v = line.partition(":")
+        if k.strip() in ("Hardware", "model name", "cpu model") and "qemu" in v.lower():
+            return {"emulated": "qemu", "hint": "cpuinfo {}: {}".format(k.strip(), v.strip())}
+    if machine.startswith(("arm", "aarch64", "riscv")):
+        keys = {ln.split(":", 1)[0].strip() for ln in text.splitlines() if ":" in ln}
+        if any(k in keys for k in _X86_CPUINFO_KEYS):
+            return {"emulated": "qemu-user", "hint": "x86 /proc/cpuinfo on " + machine}
+    # only 64-bit names: an arm64 kernel runs 32-bit ARM natively, so qemu-arm proves nothing
+    n = {"aarch64": "aarch64", "riscv64": "riscv64"}.get(machine)
+    entry = _read(os.path.join(_BINFMT, "qemu-" + n)) if n else None
+    if entry and entry.splitlines()[0].strip() == "enabled":
+        return {"emulated": "qemu-user", "hint": "binfmt_misc qemu-" + n + " is enabled"}
+    return None
+
+
 def jetson() -> Optional[Dict[str, Optional[str]]]:
     release = _read("/etc/nv_tegra_release")
     if not release:
@@ -296,6 +332,8 @@ def fingerprint_id(fp: Dict[str, Any]) -> str:
     RAM is rounded to 256 MiB so that kernel updates moving MemTotal by a few MB keep the id.
     """
     stable = {k: fp.get(k) for k in _STABLE_FIELDS}
+    if fp.get("emulated"):  # only when set: real devices keep the ids they always had
+        stable["emulated"] = fp["emulated"]
     if isinstance(stable["ram_total_mb"], (int, float)):
         stable["ram_total_mb"] = int(round(stable["ram_total_mb"] / 256.0)) * 256
     blob = json.dumps(stable, sort_keys=True, separators=(",", ":"))
@@ -326,6 +364,9 @@ def fingerprint() -> Dict[str, Any]:
             "implementation": platform.python_implementation(),
         },
     }
+    emu = _safe(emulation)
+    fp["emulated"] = emu["emulated"] if emu else None
+    fp["emulated_hint"] = emu["hint"] if emu else None
     fp.update(_safe(ram_mb, {"ram_total_mb": None, "ram_available_mb": None}))
     fp.update(_safe(versions, {}))
     fp["fingerprint_id"] = fingerprint_id(fp)

@@ -1,0 +1,448 @@
+"""The device path on emulated boards (tests/boards/board.py): an aarch64 Debian with its own sshd.
+
+Tier ``-m boards`` (not in the default run): needs root and binfmt_misc (skips, saying why, where
+the machine forbids them); builds the root filesystem once (minutes; cached under
+``$EDGEATTN_BOARD_CACHE``). Emulated timings are meaningless: these tests check that the path from
+``edgeattn`` on the host to the runtime on an ARM device works, what the records say, and that
+everything is cleaned up on both sides, not how fast anything is.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from boards import board as boardlib
+
+from edgeattn.remote.deploy import setup_failure
+
+ROOT = Path(__file__).resolve().parent.parent
+SHAPE = ["--tokens", "64", "--dim", "64", "--heads", "2", "--methods", "softmax,sima"]
+FAST = ["--warmup", "1", "--min-time", "0.05", "--min-runs", "3", "--max-time", "2"]
+PARITY_TOL = 1e-5  # float32 CPU kernels, x86 vs aarch64 (SIMD widths differ): measured ~2e-7
+
+
+# --------------------------------------------------------------------------------------------------
+# pure pieces (no board): the setup failure hints say what actually failed
+# --------------------------------------------------------------------------------------------------
+def _dev(machine: str = "aarch64", py: str = "3.11.2") -> str:
+    return f"edgeattn-setup: device {machine}, python {py}"
+
+
+@pytest.mark.parametrize(
+    "lines, reason, hint",
+    [
+        (
+            [
+                _dev(),
+                "WARNING: Retrying ... SSLError(SSLCertVerificationError(1, '[SSL: "
+                "CERTIFICATE_VERIFY_FAILED] certificate verify failed'))",
+                "ERROR: No matching distribution found for numpy",
+            ],
+            "cannot verify TLS",
+            "clock",
+        ),
+        (
+            [_dev(), "ERROR: No matching distribution found for onnxruntime==9.9"],
+            "no onnxruntime wheel for this device (aarch64, Python 3.11.2)",
+            "--find-links",
+        ),
+        (
+            [_dev("armv7l"), "ERROR: No matching distribution found for onnxruntime"],
+            "no onnxruntime wheel for this device (armv7l",
+            "64-bit",
+        ),
+        (
+            [_dev(), "ERROR: Could not install packages due to an OSError: [Errno 28] No space"],
+            "disk is full",
+            "--venv",
+        ),
+        ([_dev(), "edgeattn-setup: No module named venv/ensurepip"], "no venv/pip", "python3-venv"),
+        (
+            [_dev(), "Failed to establish a new connection: [Errno 101] Network is unreachable"],
+            "cannot reach the package index",
+            "--find-links",
+        ),
+    ],
+)
+def test_setup_failure_hint_names_what_failed(lines, reason, hint):
+    got_reason, got_hint = setup_failure(90, lines)
+    assert reason in got_reason and hint in got_hint
+    if "armv7l" not in lines[0]:
+        assert "32-bit" not in got_reason + got_hint  # the old fixed text, wrong on aarch64
+
+
+# --------------------------------------------------------------------------------------------------
+# boards
+# --------------------------------------------------------------------------------------------------
+def _up(name: str):
+    try:
+        b = boardlib.up(name)
+    except boardlib.BoardUnavailable as exc:
+        pytest.skip(f"board {name} cannot run on this machine: {exc}")
+    return b
+
+
+@pytest.fixture(scope="session")
+def pi4():
+    b = _up("pi4")
+    try:
+        yield b
+    finally:
+        b.stop()
+        # nothing of the board is left: no process rooted in its tree, no mount, no tree
+        assert not b.processes()
+        assert not boardlib._mounts_under(b.work)
+        assert not b.work.exists()
+
+
+@pytest.fixture(scope="module")
+def export_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("export-cache")
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``edgeattn ARGS`` in a subprocess (the CLI exactly as a user runs it)."""
+    return subprocess.run(
+        [sys.executable, "-m", "edgeattn.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {}), "COLUMNS": "200"},
+        check=False,
+        cwd=ROOT,
+    )
+
+
+def board_args(b) -> list[str]:
+    return ["--ssh-config", str(b.ssh_config)]
+
+
+def device_runtime_procs(b) -> list[str]:
+    """Live runtime processes inside the board (their command lines)."""
+    found = []
+    for pid in b.processes():
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        args = raw.replace(b"\0", b" ").decode(errors="replace")
+        if state != "Z" and "measure" in args and "runtime-" in args:
+            found.append(args)
+    return found
+
+
+def _read(p: Path) -> list[dict]:
+    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+
+
+def _wait(pred, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.2)
+    return pred()
+
+
+boards = pytest.mark.boards
+
+
+@boards
+def test_board_is_an_aarch64_cortex_a72_that_says_emulated(pi4):
+    res = pi4.ssh("uname -m; python3 -c 'import platform; print(platform.machine())'; hostname")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["aarch64", "aarch64", "pi4"]
+    # an ARM binary really runs there, under qemu (the host is x86_64)
+    assert os.uname().machine != "aarch64"
+
+
+@boards
+def test_remote_check_on_pi4(pi4):
+    res = cli("remote", "check", "pi4", *board_args(pi4), "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    (rep,) = json.loads(res.stdout)
+    from importlib.metadata import version
+
+    assert rep["ok"] and rep["reachable"] and rep["problems"] == []
+    assert rep["machine"] == "aarch64" and rep["python_version"].startswith("3.11.")
+    assert rep["numpy_version"] == version("numpy")
+    assert rep["onnxruntime_version"] == version("onnxruntime")
+    assert "CPUExecutionProvider" in rep["providers"]
+    assert rep["cpu"]["model"] == "Cortex-A72"
+    assert rep["emulated"] == "qemu-user"
+    assert any("not device speed" in n for n in rep["notes"])
+    table = cli("remote", "check", "pi4", *board_args(pi4))
+    assert table.returncode == 0, table.stdout + table.stderr
+    assert "Cortex-A72" in table.stdout and "emulated" in table.stdout
+
+
+@pytest.fixture(scope="module")
+def bench_runs(pi4, export_cache, tmp_path_factory):
+    """The same small bench locally and on pi4 (the device's system python3)."""
+    d = tmp_path_factory.mktemp("bench")
+    env = {"EDGEATTN_CACHE": str(export_cache)}
+    local, remote = d / "local.jsonl", d / "pi4.jsonl"
+    res = cli("bench", *SHAPE, *FAST, "--out", str(local), env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    t0 = time.monotonic()
+    res = cli(
+        "bench", *SHAPE, *FAST, "--out", str(remote), "--host", "pi4", *board_args(pi4), env=env
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    return {"local": local, "remote": remote, "seconds": time.monotonic() - t0, "out": res.stdout}
+
+
+@boards
+def test_bench_on_pi4_record_shape(pi4, bench_runs):
+    loc, rem = _read(bench_runs["local"]), _read(bench_runs["remote"])
+    want = ["softmax", "sima"]
+    rem_kernels = [r for r in rem if (r.get("meta") or {}).get("method") in want]
+    assert [r["meta"]["method"] for r in rem_kernels] == want
+    assert all(r["status"] == "ok" for r in rem)
+    by = {r["meta"].get("method"): r for r in loc if r.get("meta")}
+    for r in rem_kernels:
+        dev = r["device"]
+        assert dev["machine"] == "aarch64"
+        assert dev["cpu_model"] == "Cortex-A72"
+        assert dev["emulated"] == "qemu-user" and "edgeattn-emulated" in dev["emulated_hint"]
+        assert dev["python"]["version"].startswith("3.11.")
+        assert r["host"]["spec"] == "pi4" and r["host"]["target"] == f"pi@127.0.0.1:{pi4.port}"
+        assert r["latency_ms"]["median"] > 0
+        a = by[r["meta"]["method"]]
+        assert a["device"]["machine"] != "aarch64" and not a["device"]["emulated"]
+        assert a["meta"] == r["meta"] and a["model"]["sha256"] == r["model"]["sha256"]
+        assert set(a) <= set(r) and set(r) - set(a) == {"host"}
+        assert set(a["device"]) == set(dev)
+        assert a["device"]["fingerprint_id"] != dev["fingerprint_id"]
+    assert "Cortex-A72" in bench_runs["out"] and "emulated — not device speed" in bench_runs["out"]
+
+
+@boards
+def test_bench_left_nothing_on_the_device(pi4, bench_runs):
+    res = pi4.ssh("ls -A ~/.cache/edgeattn ~/.cache/edgeattn/runs")
+    assert res.returncode == 0, res.stderr
+    assert "runs:" in res.stdout and res.stdout.rstrip().endswith("runs:")  # no run dir left
+    assert device_runtime_procs(pi4) == []
+
+
+@boards
+def test_report_shows_the_board_next_to_the_local_run(bench_runs):
+    res = cli("report", str(bench_runs["local"]), str(bench_runs["remote"]))
+    assert res.returncode == 0, res.stdout + res.stderr
+    text = res.stdout
+    assert "pi4" in text and "Cortex-A72" in text
+    assert "(emulated — not device speed)" in text
+    # the local machine's column is not marked
+    local_lines = [ln for ln in text.splitlines() if "pi4" not in ln and "emulated" in ln]
+    assert local_lines == [], local_lines
+
+
+_PARITY = (
+    "import sys, json, numpy as np, onnxruntime as ort; "
+    "name, shape = sys.argv[1], [int(x) for x in sys.argv[2].split(',')]; "
+    "data = sys.stdin.buffer.read(); "
+    "s = ort.InferenceSession(data, providers=['CPUExecutionProvider']); "
+    "x = np.random.default_rng(0).standard_normal(shape).astype(np.float32); "
+    "y = s.run(None, {name: x})[0].astype(np.float32); "
+    "sys.stdout.write(json.dumps({'shape': list(y.shape), 'hex': y.tobytes().hex()}))"
+)
+
+
+def _outputs(run, model: bytes, name: str, shape: list[int]):
+    import numpy as np
+
+    res = run(model, name, ",".join(map(str, shape)))
+    assert res.returncode == 0, res.stderr[-2000:]
+    obj = json.loads(res.stdout)
+    return np.frombuffer(bytes.fromhex(obj["hex"]), dtype=np.float32).reshape(obj["shape"])
+
+
+@boards
+def test_outputs_match_x86(pi4, bench_runs, export_cache):
+    import numpy as np
+
+    by_sha = {}
+    for p in glob.glob(str(export_cache / "**" / "*.onnx"), recursive=True):
+        by_sha[hashlib.sha256(Path(p).read_bytes()).hexdigest()] = Path(p)
+    recs = [r for r in _read(bench_runs["remote"]) if r["status"] == "ok" and r.get("model")]
+    assert [r["meta"]["method"] for r in recs] == ["softmax", "sima"]
+    for r in recs:
+        model = by_sha[r["model"]["sha256"]].read_bytes()
+        ((name, inp),) = r["inputs"].items()
+
+        def here(m, n, s):
+            return subprocess.run(
+                [sys.executable, "-c", _PARITY, n, s], input=m, capture_output=True, check=False
+            )
+
+        def there(m, n, s):
+            return subprocess.run(
+                ["ssh", "-F", str(pi4.ssh_config), "-T", "pi4"]
+                + [" ".join(shlex.quote(w) for w in ("python3", "-c", _PARITY, n, s))],
+                input=m,
+                capture_output=True,
+                check=False,
+                timeout=300,
+            )
+
+        x86 = _outputs(here, model, name, inp["shape"])
+        arm = _outputs(lambda m, n, s: _decoded(there(m, n, s)), model, name, inp["shape"])
+        assert x86.shape == arm.shape
+        err = float(np.max(np.abs(x86 - arm)))
+        assert err <= PARITY_TOL, (r["meta"]["method"], err)
+
+
+def _decoded(res: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    return subprocess.CompletedProcess(
+        res.args, res.returncode, res.stdout.decode(), res.stderr.decode(errors="replace")
+    )
+
+
+def _control_dirs(pid: int) -> set[str]:
+    """The ControlPath directories of ``pid``'s ssh children (their command lines)."""
+    dirs = set()
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            args = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid != pid:
+            continue
+        for a in args:
+            a = a.decode(errors="replace")
+            if a.startswith("ControlPath="):
+                dirs.add(os.path.dirname(a.split("=", 1)[1]))
+    return dirs
+
+
+@boards
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_bench_cleans_up_both_sides(sig, pi4, export_cache, tmp_path):
+    out = tmp_path / "sig.jsonl"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "edgeattn.cli", "bench", *SHAPE, "--warmup", "1"]
+        + ["--min-time", "120", "--max-time", "200", "--out", str(out), "--host", "pi4"]
+        + board_args(pi4),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "EDGEATTN_CACHE": str(export_cache), "COLUMNS": "200"},
+        cwd=ROOT,
+    )
+    ctl: set[str] = set()
+    seen: list[str] = []
+    try:
+        assert p.stdout is not None
+        for line in p.stdout:  # until the runtime runs on the device
+            seen.append(line)
+            ctl |= _control_dirs(p.pid)
+            if device_runtime_procs(pi4):
+                break
+        assert device_runtime_procs(pi4), "".join(seen)[-3000:]
+        time.sleep(1)
+        ctl |= _control_dirs(p.pid)
+        assert ctl and all(os.path.isdir(c) for c in ctl), ctl
+        os.kill(p.pid, sig)
+        rc = p.wait(60)
+        rest = p.stdout.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert rc in (130, 143), (rc, rest[-2000:])
+    assert "Traceback" not in rest
+    assert _wait(lambda: not device_runtime_procs(pi4), 15), device_runtime_procs(pi4)
+    assert _wait(lambda: pi4.ssh("ls -A ~/.cache/edgeattn/runs").stdout.split() == [], 15)
+    assert not [c for c in ctl if os.path.exists(c)], "ssh control socket directory left behind"
+
+
+# --------------------------------------------------------------------------------------------------
+# remote setup on the board: atomic, pinned, from a local wheel directory (no device network)
+# --------------------------------------------------------------------------------------------------
+@boards
+def test_failed_setup_leaves_the_working_python(pi4, tmp_path):
+    cache = "~/setup-fail-cache"
+    before = cli("remote", "check", "pi4", *board_args(pi4), "--remote-cache", cache, "--json")
+    assert before.returncode == 0 and json.loads(before.stdout)[0]["python"] == "python3"
+    # pip finds nothing (no index, no wheels): the failure a device without network would hit
+    res = cli(
+        "remote",
+        "setup",
+        "pi4",
+        *board_args(pi4),
+        "--remote-cache",
+        cache,
+        "--pip-arg=--no-index",
+    )
+    assert res.returncode == 1
+    err = " ".join(res.stderr.split())
+    assert "no numpy wheel for this device (aarch64, Python 3.11" in err, err
+    assert "32-bit" not in err and "nothing was changed" in err
+    # nothing left behind, and the system python3 is still the one picked, and it works
+    ls = pi4.ssh("ls -A ~/setup-fail-cache")
+    assert ls.stdout.split() == [] or "venv" not in ls.stdout, ls.stdout
+    after = cli("remote", "check", "pi4", *board_args(pi4), "--remote-cache", cache, "--json")
+    assert after.returncode == 0, after.stdout + after.stderr
+    rep = json.loads(after.stdout)[0]
+    assert rep["ok"] and rep["python"] == "python3"
+
+
+@boards
+def test_setup_pins_the_host_versions_from_a_local_wheel_dir(pi4):
+    from importlib.metadata import version
+
+    cache = "~/setup-cache"
+    res = cli(
+        "remote",
+        "setup",
+        "pi4",
+        *board_args(pi4),
+        "--remote-cache",
+        cache,
+        "--match-host",
+        "--pip-arg=--no-index",
+        "--pip-arg=--find-links=/srv/wheels",
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    chk = cli("remote", "check", "pi4", *board_args(pi4), "--remote-cache", cache, "--json")
+    rep = json.loads(chk.stdout)[0]
+    assert rep["ok"], rep["problems"]
+    assert rep["python"] == "/home/pi/setup-cache/venv/bin/python3"
+    assert rep["numpy_version"] == version("numpy")
+    assert rep["onnxruntime_version"] == version("onnxruntime")
+    # the venv was moved into place whole: its scripts name the final path, no temp dir is left
+    ls = pi4.ssh("ls -A ~/setup-cache; head -n 1 ~/setup-cache/venv/bin/pip")
+    assert ".new-" not in ls.stdout and ".old-" not in ls.stdout
+    assert "#!/home/pi/setup-cache/venv/bin/python" in ls.stdout
+    # a second setup that fails (a version with no wheel) keeps the first venv working
+    bad = cli(
+        "remote",
+        "setup",
+        "pi4",
+        *board_args(pi4),
+        "--remote-cache",
+        cache,
+        "--package",
+        "onnxruntime==0.0.1",
+        "--pip-arg=--no-index",
+        "--pip-arg=--find-links=/srv/wheels",
+    )
+    assert bad.returncode == 1 and "no onnxruntime wheel" in " ".join(bad.stderr.split())
+    again = cli("remote", "check", "pi4", *board_args(pi4), "--remote-cache", cache, "--json")
+    rep = json.loads(again.stdout)[0]
+    assert rep["ok"] and rep["onnxruntime_version"] == version("onnxruntime")

@@ -12,9 +12,15 @@
   encoding) could not be read in full, so it is not reproduced here.
 
 ``pos_embed`` keeps the 224x224 grid (14x14 + class token) at any ``img_size`` so official
-checkpoints load; the patch part is resized in forward to the input's grid by bicubic
-interpolation (align_corners=False, no antialias: exportable at any opset; timm's
-``dynamic_img_size`` uses antialias, which differs only when shrinking).
+checkpoints load; the patch part is resized in forward to the input's grid exactly as timm's
+``resample_abs_pos_embed`` does (used by its ``dynamic_img_size`` forward and when it loads a
+checkpoint at another ``img_size``): ``F.interpolate(mode="bicubic", antialias=True,
+align_corners=False)``. Antialiased bicubic is not plain bicubic, growing or shrinking: it uses
+Keys' a = -0.5 (plain bicubic: -0.75), widens the filter by the scale when shrinking, and
+renormalises the weights at the borders (plain bicubic clamps indices), so the two differ by
+~7e-3 in the embedding at 14->18. No ONNX exporter converts ``_upsample_bicubic2d_aa``, so the
+resize is written as its two separable weight matrices, ``W_h @ P @ W_w^T``
+(:func:`aa_bicubic_weights`), equal to the interpolate to float rounding (<= 2e-6 relative).
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgeattn.attention.sima import SimA
@@ -88,6 +93,39 @@ class DeiTConfig:
         return self.base_img_size // self.patch_size
 
 
+def aa_bicubic_weights(
+    out_len: int, in_len: int, device: torch.device | None = None
+) -> torch.Tensor:
+    """(out_len, in_len) weights of PyTorch's antialiased bicubic resize along one axis.
+
+    As ``aten::_upsample_bicubic2d_aa`` (align_corners=False, size given): output i is centred at
+    ``(i + 0.5) * s`` in input pixels, s = in_len / out_len; input j weighs
+    ``cubic((j + 0.5 - centre) / max(s, 1))`` with Keys' a = -0.5, and each row is normalised to
+    sum 1 (which is what handles the borders). ``out_len`` enters only through ``arange``, so the
+    matrix stays symbolic when a dynamic-shape export traces it, and folds to a constant otherwise.
+    """
+    i = torch.arange(out_len, dtype=torch.float32, device=device)  # (out,)
+    n_out = torch.ones_like(i).sum()  # out_len as a tensor: symbolic under tracing
+    scale = in_len / n_out
+    inv_support = 1.0 / torch.clamp(scale, min=1.0)
+    centre = (i + 0.5) * scale
+    j = torch.arange(in_len, dtype=torch.float32, device=device)  # (in,)
+    x = ((j[None, :] - centre[:, None] + 0.5) * inv_support).abs()  # (out, in)
+    a = -0.5
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = (((x - 5) * x + 8) * x - 4) * a
+    w = torch.where(x < 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
+    return w / w.sum(-1, keepdim=True)
+
+
+def resize_pos_grid(grid: torch.Tensor, Hp: int, Wp: int) -> torch.Tensor:
+    """(1, D, g, g) -> (1, D, Hp, Wp): timm's bicubic antialiased resize, as two matmuls."""
+    g_h, g_w = grid.shape[-2], grid.shape[-1]
+    w_h = aa_bicubic_weights(Hp, g_h, grid.device).to(grid.dtype)  # (Hp, g)
+    w_w = aa_bicubic_weights(Wp, g_w, grid.device).to(grid.dtype)  # (Wp, g)
+    return w_h @ grid @ w_w.transpose(0, 1)  # (1, D, Hp, Wp)
+
+
 class PatchEmbed(nn.Module):
     """Non-overlapping p x p patches by a strided conv: (B, 3, H, W) -> (B, D, H/p, W/p)."""
 
@@ -145,19 +183,18 @@ class VisionTransformer(nn.Module):
         self.apply(init_vit_weights)
 
     def resized_pos_embed(self, Hp: int, Wp: int) -> torch.Tensor:
-        """(1, 1 + Hp*Wp, D): the class position and the patch grid resized to (Hp, Wp).
+        """(1, 1 + Hp*Wp, D): the class position and the patch grid resized to (Hp, Wp) as timm
+        does (bicubic, antialias=True; :func:`resize_pos_grid`).
 
-        Static sizes equal to the stored grid skip the resize; symbolic sizes (dynamic export)
-        always resize, which is exact at the stored grid (bicubic weights (0, 1, 0, 0))."""
+        Static sizes equal to the stored grid skip the resize (as timm does); symbolic sizes
+        (dynamic export) always resize, which is exact at the stored grid (weights (0, 1, 0))."""
         g = self.config.base_grid
         symbolic = isinstance(Hp, torch.SymInt) or isinstance(Wp, torch.SymInt)
         if not symbolic and not torch.jit.is_tracing() and (Hp, Wp) == (g, g):
             return self.pos_embed
         cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
         patch_pos = patch_pos.reshape(1, g, g, -1).permute(0, 3, 1, 2)  # (1, D, g, g)
-        patch_pos = F.interpolate(
-            patch_pos, size=(Hp, Wp), mode="bicubic", align_corners=False, antialias=False
-        )
+        patch_pos = resize_pos_grid(patch_pos, Hp, Wp)  # (1, D, Hp, Wp)
         patch_pos = patch_pos.flatten(2).transpose(1, 2)  # (1, Hp*Wp, D)
         return torch.cat([cls_pos, patch_pos], dim=1)
 

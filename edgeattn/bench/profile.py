@@ -2,7 +2,10 @@
 
 Headline latency comes from the unprofiled pass; block shares from the profiled pass (profiling
 adds overhead per node). Tables: stages (``block1``, ``blocks`` ...), blocks (``block1.0``,
-``blocks.3``, ``cls_attn_blocks.0``) with attention / MLP / norm / LPI split, and operators.
+``blocks.3``, ``cls_attn_blocks.0``) with attention / MLP / norm / LPI split, and operators. Each
+block table ends with the reconciliation (:func:`reconciliation`): node time in blocks vs in
+``(top)``, profiler overhead, the unprofiled headline; a ``(top)`` above :data:`TOP_WARN` of node
+time is warned about with the largest unmapped nodes.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from edgeattn.bench.core import Settings, default_cache_dir
 from edgeattn.errors import BenchError
 
 _INDEX = re.compile(r"\.\d+$")
+TOP = "(top)"
+TOP_WARN = 0.02  # share of node time in (top) above which the attribution is warned about
 
 
 def prepare_profile_run(
@@ -89,10 +94,84 @@ def stage_rows(block_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(stages.values())
 
 
-def _table(title: str, rows: list[dict[str, Any]], count_col: str | None = None) -> Any:
+def reconciliation(rec: dict[str, Any]) -> dict[str, Any]:
+    """Where the profiled node time went and how the profiled pass relates to the headline.
+
+    {node_ms, blocks_ms, blocks_share, top_ms, top_share, profiled_wall_ms, headline_ms,
+    overhead (profiled wall / unprofiled median), opt_level, method, fused_nodes, spanning_nodes,
+    split_nodes, names_only_top_share, unmapped: [{name, op, ms}], warn (top share > TOP_WARN)}.
+    """
+    prof = rec.get("profile") or {}
+    att = prof.get("attribution") or {}
+    d1 = (prof.get("blocks") or {}).get("1") or []
+    node_ms = prof.get("total_node_ms") or sum(r["ms"] for r in d1)
+    top_ms = sum(r["ms"] for r in d1 if r["name"] == TOP)
+    blocks_ms = sum(r["ms"] for r in d1 if r["name"] != TOP)
+    wall = prof.get("wall_ms")
+    med = (rec.get("latency_ms") or {}).get("median")
+    top_share = top_ms / node_ms if node_ms else None
+    return {
+        "node_ms": node_ms,
+        "blocks_ms": blocks_ms,
+        "blocks_share": blocks_ms / node_ms if node_ms else None,
+        "top_ms": top_ms,
+        "top_share": top_share,
+        "profiled_wall_ms": wall,
+        "headline_ms": med,
+        "overhead": wall / med if wall and med else None,
+        "opt_level": prof.get("opt_level") or (rec.get("session") or {}).get("opt_level"),
+        "method": att.get("method", "names"),
+        "fused_nodes": att.get("fused_nodes"),
+        "spanning_nodes": att.get("spanning_nodes"),
+        "split_nodes": att.get("split_nodes"),
+        "names_only_top_share": att.get("names_only_top_share"),
+        "unmapped": att["unmapped"]
+        if "unmapped" in att
+        else [
+            {"name": r["name"], "op": r["op"], "ms": r["ms"]}
+            for r in (prof.get("top_nodes") or [])
+            if r.get("component") == "other" and "/" not in r["name"].strip("/")
+        ][:5],
+        "graph_error": att.get("graph_error"),
+        "warn": top_share is not None and top_share > TOP_WARN,
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def _caption(rc: dict[str, Any]) -> str:
+    parts = [
+        f"node time {rc['node_ms']:.3f} ms/run: {_pct(rc['blocks_share'])} in blocks, "
+        f"{_pct(rc['top_share'])} in {TOP}"
+    ]
+    if rc["profiled_wall_ms"] is not None:
+        over = f" = {rc['overhead']:.2f}× unprofiled" if rc["overhead"] else ""
+        parts.append(f"profiled wall {rc['profiled_wall_ms']:.3f} ms{over}")
+    if rc["headline_ms"] is not None:
+        parts.append(f"headline (unprofiled median) {rc['headline_ms']:.3f} ms")
+    how = f"opt level {rc['opt_level'] or '?'}, attribution by {rc['method']}"
+    if rc["method"] == "graph":
+        how += f" ({rc['fused_nodes']} fused nodes, {rc['split_nodes']} split across blocks)"
+    parts.append(how)
+    return "; ".join(parts)
+
+
+def _table(
+    title: str,
+    rows: list[dict[str, Any]],
+    count_col: str | None = None,
+    rc: dict[str, Any] | None = None,
+) -> Any:
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left")
+    t = Table(
+        title=title,
+        title_justify="left",
+        caption=_caption(rc) if rc else None,
+        caption_justify="left",
+    )
     t.add_column("name")
     if count_col:
         t.add_column(count_col, justify="right")
@@ -131,6 +210,12 @@ def _table(title: str, rows: list[dict[str, Any]], count_col: str | None = None)
         "",
         "",
     )
+    if rc:
+        for label, ms, share in (
+            ("in blocks", rc["blocks_ms"], rc["blocks_share"]),
+            (TOP, rc["top_ms"], rc["top_share"]),
+        ):
+            t.add_row(label, *([""] if count_col else []), f"{ms:.3f}", _pct(share), *[""] * 6)
     return t
 
 
@@ -147,14 +232,18 @@ def profile_tables(rec: dict[str, Any], depth: str = "all") -> list[Any]:
     name = (rec.get("meta") or {}).get("name", "")
     out = []
     d1 = blocks.get("1") or []
+    rc = reconciliation(rec)
     if depth in ("stage", "all"):
         out.append(
             _table(
-                f"{name}: stages (profiled node time per run)", stage_rows(d1), count_col="blocks"
+                f"{name}: stages (profiled node time per run)",
+                stage_rows(d1),
+                count_col="blocks",
+                rc=rc if depth == "stage" else None,
             )
         )
     if depth in ("block", "all"):
-        out.append(_table(f"{name}: blocks", d1))
+        out.append(_table(f"{name}: blocks", d1, rc=rc))
     if depth in ("sub", "all") and blocks.get("2"):
         out.append(_table(f"{name}: sub-blocks (depth 2)", blocks["2"]))
     t = Table(title=f"{name}: operators", title_justify="left")
@@ -186,4 +275,21 @@ def profile_summary_lines(rec: dict[str, Any]) -> list[str]:
         )
     if med and wall:
         lines.append(f"profiling overhead: profiled wall / unprofiled median = {wall / med:.2f}×")
+    if prof.get("blocks"):
+        lines += top_warning_lines(reconciliation(rec))
     return lines
+
+
+def top_warning_lines(rc: dict[str, Any]) -> list[str]:
+    """The warning for a ``(top)`` above TOP_WARN of node time, naming the largest unmapped nodes."""
+    out = []
+    if rc.get("graph_error"):
+        out.append(f"[yellow]warning:[/] fused nodes attributed by name only: {rc['graph_error']}")
+    if not rc["warn"]:
+        return out
+    worst = ", ".join(f"{u['name']} ({u['op']}) {u['ms']:.3f} ms" for u in rc["unmapped"][:5])
+    out.append(
+        f"[yellow]warning:[/] {_pct(rc['top_share'])} of node time is in {TOP} (> {TOP_WARN:.0%}), "
+        f"not attributed to any block; largest: {worst or 'n/a'}"
+    )
+    return out

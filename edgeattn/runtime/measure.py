@@ -46,6 +46,7 @@ from .session import (
 
 Log = Callable[[str], None]
 
+_OPT_EXTERNAL_INIT = "session.optimized_model_external_initializers_file_name"
 _RAW_DECIMALS = 4  # raw latencies are kept to 0.1 µs; stats are computed from the kept values
 _STAT_DECIMALS = 6
 
@@ -705,29 +706,58 @@ def _measure_into(rec: Dict[str, Any], rs: RunSpec, say: Log) -> None:
 
 
 def profile_session(rs: RunSpec, feeds: Dict[str, Any], say: Log) -> Dict[str, Any]:
-    """Per-block times from a separate profiled session (first run + warm-up skipped)."""
+    """Per-block times from a separate profiled session (first run + warm-up skipped).
+
+    With optimisation on, the session also writes the optimised graph it runs, so fused nodes are
+    attributed to the original nodes they replaced (``graph.fusion_origins``); if that cannot be
+    had, attribution falls back to node names and ``profile.attribution.graph_error`` says why.
+    """
+    from . import graph as _graph
     from . import profile as _profile
 
     tmp = tempfile.mkdtemp(prefix="edgeattn-profile-")
     try:
-        info = create_session(
-            rs.model,
-            rs.device,
+        opt_path = None if rs.opt_level == "disable" else os.path.join(tmp, "optimized.onnx")
+        kwargs = dict(
             enable_profiling=True,
             profile_prefix=os.path.join(tmp, "ort"),
             check_placement=False,
             **_session_kwargs(rs),
         )
+        graph_error = None
+        try:
+            info = create_session(
+                rs.model,
+                rs.device,
+                optimized_model_path=opt_path,
+                # weights go to a side file: only the node list is read back
+                config_entries={_OPT_EXTERNAL_INIT: "optimized.onnx.data"} if opt_path else None,
+                **kwargs,
+            )
+        except Exception as exc:  # e.g. an EP with compiled nodes cannot save its graph
+            if opt_path is None:
+                raise
+            graph_error = f"optimised graph not saved: {str(exc).splitlines()[0][:200]}"
+            say(f"profile: {graph_error}; attributing by node names")
+            opt_path = None
+            info = create_session(rs.model, rs.device, **kwargs)
         sess = info.session
         skip = 1 + rs.warmup
         for _ in range(skip + rs.profile_runs):
             sess.run(None, feeds)
         path = sess.end_profiling()
         del sess, info
-        summary = _profile.summarize_file(path, skip_runs=skip)
+        origins = None
+        if graph_error is None:
+            origins, graph_error = _graph.fusion_origins(rs.model, opt_path)
+        summary = _profile.summarize_file(path, skip_runs=skip, origins=origins)
+        summary["opt_level"] = rs.opt_level
+        summary["attribution"]["graph_error"] = graph_error
+        att = summary["attribution"]
         say(
             f"profile: {summary['runs']} runs, node time {summary['total_node_ms']:.3f} ms of "
-            f"{summary['wall_ms'] or 0:.3f} ms wall"
+            f"{summary['wall_ms'] or 0:.3f} ms wall; {att['top_share'] or 0:.1%} in (top) "
+            f"(attribution by {att['method']}, {att['fused_nodes']} fused nodes)"
         )
         return summary
     finally:

@@ -6,13 +6,30 @@ ORT writes one event per kernel call: ``cat == "Node"``, ``name == "<node name>_
 (``/blocks.3/attn/MatMul_2``, ``/attn/Softmax``; ``Add_3`` for top-level ops), so node time adds up
 into a tree by path prefix.
 
+Once ONNX Runtime fuses nodes (``SkipLayerNormalization_token_46``, ``GPT2Gelu``, ``ReorderInput``)
+the executed names lose that path. Given ``origins`` (executed node -> the original nodes it
+replaced, from :func:`edgeattn.runtime.graph.origins`, which maps them by tensor names), each
+executed node is attributed through its original nodes' module paths instead:
+
+* its **component** (attention / mlp / norm / lpi / embed / head / other) is the most frequent
+  component among its original nodes other than ``other`` (first seen wins a tie): the residual
+  ``Add`` fused into a SkipLayerNormalization does not make it ``other``, it is ``norm``;
+* its **time is split** across module paths in proportion to the number of its original nodes of
+  that component in each path (nodes of other components and unscoped nodes weigh 0; if none are
+  left, every scoped node weighs 1). So a SkipLayerNormalization made of ``block1.0``'s residual Add
+  and ``block1.1``'s norm1 is ``block1.1`` norm time; one covering norms of two blocks is halved.
+  Executed nodes whose original nodes lie in more than one top-level path are counted
+  (``spanning_nodes``), and those whose time is split across top-level paths (``split_nodes``).
+
+Nodes absent from ``origins`` fall back to their own names (counted as ``fallback_nodes``).
+
 Standard library only; the output is plain JSON-serialisable data.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 KERNEL_SUFFIX = "_kernel_time"
 TOP = "(top)"
@@ -122,7 +139,9 @@ def group_name(node_name: str, depth: int) -> str:
 
 
 _ATTENTION = {"attn", "mha", "xca", "attention", "self_attn", "cross_attn", "sima", "soft"}
-_MLP = {"mlp", "ff", "ffn", "ff1", "ff2", "fc1", "fc2", "feed_forward", "feedforward"}
+# "act": a bare activation inside a block is the MLP's (SOFT's ff1 -> act -> ff2); one inside
+# attn / local_mp / patch_embed is claimed by that outer segment first
+_MLP = {"mlp", "ff", "ffn", "ff1", "ff2", "fc1", "fc2", "feed_forward", "feedforward", "act"}
 _NORM_EXACT = {"ln", "ln1", "ln2", "ln_1", "ln_2", "layer_norm", "layernorm", "bn"}
 _LPI = {"local_mp", "lpi"}
 _EMBED = {"embed", "embeddings", "cls_token", "dist_token", "stem"}
@@ -165,29 +184,94 @@ def _r(x: float) -> float:
     return round(x, _ROUND)
 
 
-def aggregate(events: Sequence[Dict[str, Any]], depth: int, runs: int = 1) -> List[Dict[str, Any]]:
+Parts = List[Tuple[Tuple[str, ...], float]]
+
+
+class Attribution:
+    """Executed node name -> (parts, component, by_graph), cached.
+
+    ``parts``: [(module path segments, weight)] with weights summing to 1; ``by_graph``: False when
+    the node was attributed by its own name (no ``origins`` entry)."""
+
+    def __init__(self, origins: Optional[Dict[str, List[str]]] = None) -> None:
+        self.origins = origins
+        self._cache: Dict[str, Tuple[Parts, str, bool]] = {}
+
+    def __call__(self, node: str) -> Tuple[Parts, str, bool]:
+        hit = self._cache.get(node)
+        if hit is None:
+            hit = self._cache[node] = self._resolve(node)
+        return hit
+
+    def _resolve(self, node: str) -> Tuple[Parts, str, bool]:
+        orig = (self.origins or {}).get(node)
+        if not orig:
+            segs = scope(node)
+            return [(tuple(segs), 1.0)], classify("/".join(segs)), False
+        scopes = [tuple(scope(o)) for o in orig]
+        comps = [classify("/".join(sc)) for sc in scopes]
+        counts: Dict[str, int] = {}
+        for c in comps:
+            if c != "other":
+                counts[c] = counts.get(c, 0) + 1
+        comp = max(counts, key=lambda c: counts[c]) if counts else "other"  # first seen wins ties
+        weights = [1.0 if c == comp and sc else 0.0 for sc, c in zip(scopes, comps)]  # noqa: B905
+        if not any(weights):
+            weights = [1.0 if sc else 0.0 for sc in scopes]
+        if not any(weights):
+            weights = [1.0] * len(scopes)
+        total = sum(weights)
+        merged: Dict[Tuple[str, ...], float] = {}
+        for sc, w in zip(scopes, weights):  # noqa: B905 (3.8)
+            if w:
+                merged[sc] = merged.get(sc, 0.0) + w / total
+        return list(merged.items()), comp, True
+
+    def spans(self, node: str) -> int:
+        """How many top-level paths the node's original nodes lie in (1 for a name-attributed one)."""
+        orig = (self.origins or {}).get(node)
+        if not orig:
+            return 1
+        return len({_group(scope(o), 1) for o in orig})
+
+
+def _group(segs: Sequence[str], depth: int) -> str:
+    return "/".join(segs[:depth]) if segs else TOP
+
+
+def aggregate(
+    events: Sequence[Dict[str, Any]],
+    depth: int,
+    runs: int = 1,
+    attribution: Optional[Attribution] = None,
+) -> List[Dict[str, Any]]:
     """Node time grouped by the first ``depth`` path segments, in execution order.
 
     ``events`` are :func:`node_events` rows; times are divided by ``runs`` (per-run ms).
-    Each group: {name, component, ms, share, nodes, ops: {op: ms}, components: {component: ms}}.
+    ``attribution`` (default: by node names) says where each executed node's time goes.
+    Each group: {name, component, ms, share, nodes, ops: {op: ms}, components: {component: ms}};
+    ``nodes`` counts the executed nodes with time in the group (a split node counts in each).
     """
     if depth < 1:
         raise ValueError(f"depth {depth!r} is invalid; expected an integer >= 1")
+    attribution = attribution or Attribution()
     runs = max(int(runs), 1)
     groups: Dict[str, Dict[str, Any]] = {}
     total_us = 0.0
     for ev in events:
-        name = group_name(ev["node"], depth)
-        g = groups.get(name)
-        if g is None:
-            g = groups[name] = {"us": 0.0, "ops": {}, "components": {}, "nodes": set()}
+        parts, comp, _ = attribution(ev["node"])
         dur = ev["dur_us"]
         total_us += dur
-        g["us"] += dur
-        g["ops"][ev["op"]] = g["ops"].get(ev["op"], 0.0) + dur
-        comp = classify("/".join(scope(ev["node"])))
-        g["components"][comp] = g["components"].get(comp, 0.0) + dur
-        g["nodes"].add(ev["node"])
+        for segs, w in parts:
+            name = _group(segs, depth)
+            g = groups.get(name)
+            if g is None:
+                g = groups[name] = {"us": 0.0, "ops": {}, "components": {}, "nodes": set()}
+            us = dur * w
+            g["us"] += us
+            g["ops"][ev["op"]] = g["ops"].get(ev["op"], 0.0) + us
+            g["components"][comp] = g["components"].get(comp, 0.0) + us
+            g["nodes"].add(ev["node"])
     out = []
     for name, g in groups.items():
         ms = g["us"] / 1e3 / runs
@@ -215,11 +299,18 @@ def summarize(
     skip_runs: int = 0,
     depths: Sequence[int] = DEFAULT_DEPTHS,
     top_nodes: int = 20,
+    origins: Optional[Dict[str, List[str]]] = None,
+    unmapped_listed: int = 5,
 ) -> Dict[str, Any]:
     """The profile summary stored in a record (JSON-serialisable).
 
     ``skip_runs``: leading ``model_run``s to ignore (first run + warm-up of the profiled session).
+    ``origins``: executed node -> original node names (see the module docstring); without it,
+    attribution is by node names only. ``attribution`` in the result says how it went: method,
+    executed / fused / fallback / spanning / split node counts, the share of node time in ``(top)`` with this
+    attribution and with names only, and the largest ``(top)`` nodes.
     """
+    att = Attribution(origins)
     windows = run_windows(events)[skip_runs:]
     rows = node_events(events, skip_runs=skip_runs)
     runs = len(windows) if windows else 1
@@ -233,7 +324,7 @@ def summarize(
     by_node: Dict[str, Dict[str, Any]] = {}
     for r in rows:
         by_op[r["op"]] = by_op.get(r["op"], 0.0) + r["dur_us"]
-        comp = classify("/".join(scope(r["node"])))
+        comp = att(r["node"])[1]
         by_comp[comp] = by_comp.get(comp, 0.0) + r["dur_us"]
         prov = r["provider"] or "unknown"
         by_prov_us[prov] = by_prov_us.get(prov, 0.0) + r["dur_us"]
@@ -263,13 +354,14 @@ def summarize(
         "components": _sorted_ms(by_comp, runs),
         "providers_ms": _sorted_ms(by_prov_us, runs),
         "node_providers": node_providers_from_events(rows),
-        "blocks": {str(d): aggregate(rows, d, runs) for d in depths},
+        "blocks": {str(d): aggregate(rows, d, runs, att) for d in depths},
+        "attribution": _attribution_summary(by_node, att, origins, total_us, runs, unmapped_listed),
         "top_nodes": [
             {
                 "name": name,
                 "op": n["op"],
                 "provider": n["provider"],
-                "component": classify("/".join(scope(name))),
+                "component": att(name)[1],
                 "ms": _r(n["us"] / 1e3 / runs),
             }
             for name, n in nodes_sorted
@@ -291,7 +383,61 @@ def summarize(
     }
 
 
-def summarize_file(
-    path: str, skip_runs: int = 0, depths: Sequence[int] = DEFAULT_DEPTHS
+def _attribution_summary(
+    by_node: Dict[str, Dict[str, Any]],
+    att: Attribution,
+    origins: Optional[Dict[str, List[str]]],
+    total_us: float,
+    runs: int,
+    listed: int,
 ) -> Dict[str, Any]:
-    return summarize(load_events(path), skip_runs=skip_runs, depths=depths)
+    fused = fallback = spanning = split = 0
+    fallback_us = top_us = names_top_us = 0.0
+    unmapped: List[Tuple[float, str, str]] = []
+    for name, n in by_node.items():
+        parts, _, by_graph = att(name)
+        orig = (origins or {}).get(name) or []
+        if by_graph and orig != [name]:
+            fused += 1
+        if not by_graph:
+            fallback += 1
+            fallback_us += n["us"]
+        if att.spans(name) > 1:
+            spanning += 1
+        if len({_group(segs, 1) for segs, _ in parts}) > 1:
+            split += 1
+        top = sum(w for segs, w in parts if not segs) * n["us"]
+        if top:
+            top_us += top
+            unmapped.append((top, name, n["op"]))
+        if not scope(name):
+            names_top_us += n["us"]
+    unmapped.sort(key=lambda u: -u[0])
+
+    def share(us: float) -> Optional[float]:
+        return _r(us / total_us) if total_us else None
+
+    return {
+        "method": "graph" if origins is not None else "names",
+        "executed_nodes": len(by_node),
+        "fused_nodes": fused,
+        "fallback_nodes": fallback,
+        "fallback_share": share(fallback_us),
+        "spanning_nodes": spanning,
+        "split_nodes": split,
+        "top_share": share(top_us),
+        "names_only_top_share": share(names_top_us),
+        "unmapped": [
+            {"name": name, "op": op, "ms": _r(us / 1e3 / runs)}
+            for us, name, op in unmapped[:listed]
+        ],
+    }
+
+
+def summarize_file(
+    path: str,
+    skip_runs: int = 0,
+    depths: Sequence[int] = DEFAULT_DEPTHS,
+    origins: Optional[Dict[str, List[str]]] = None,
+) -> Dict[str, Any]:
+    return summarize(load_events(path), skip_runs=skip_runs, depths=depths, origins=origins)

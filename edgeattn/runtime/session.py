@@ -221,8 +221,11 @@ def make_session_options(
     profile_prefix: Optional[str] = None,
     config: Optional[Dict[str, str]] = None,
     log_severity: int = 3,
+    optimized_model_path: Optional[str] = None,
 ) -> Tuple[Any, Dict[str, Any]]:
-    """Build ``ort.SessionOptions``; return it and a dict of what was set."""
+    """Build ``ort.SessionOptions``; return it and a dict of what was set.
+
+    ``optimized_model_path``: where ORT also writes the graph it runs after its optimisations."""
     import onnxruntime as ort
 
     validate_options(opt_level, execution_mode, "error", intra_op_threads, inter_op_threads)
@@ -236,6 +239,8 @@ def make_session_options(
         so.enable_profiling = True
         if profile_prefix:
             so.profile_file_prefix = profile_prefix
+    if optimized_model_path:
+        so.optimized_model_filepath = optimized_model_path
     for key, value in (config or {}).items():
         so.add_session_config_entry(key, value)
     used = {
@@ -263,11 +268,13 @@ def create_session(
     profile_prefix: Optional[str] = None,
     check_placement: bool = True,
     config_entries: Optional[Dict[str, str]] = None,
+    optimized_model_path: Optional[str] = None,
 ) -> SessionInfo:
     """Create an ORT session for ``device`` and check where its nodes went.
 
     ``check_placement=False`` skips the node-placement check (used for the profiled session, whose
     own profile says where nodes ran). ``config_entries``: extra session config entries.
+    ``optimized_model_path``: also write the optimised graph there (see :mod:`.graph`).
     """
     import onnxruntime as ort
 
@@ -292,6 +299,7 @@ def create_session(
         enable_profiling=enable_profiling,
         profile_prefix=profile_prefix,
         config=config,
+        optimized_model_path=optimized_model_path,
     )
 
     if provider == CPU_PROVIDER:

@@ -197,6 +197,13 @@ def test_profile_blocks_add_up_to_the_whole(tmp_path, cache):
     assert b0["components"].get("attention", 0) > 0 and b0["components"].get("mlp", 0) > 0
     assert 0 < prof["coverage"] <= 1.5
     assert "stages" in r.stdout and "blocks.11" in r.stdout
+    # at the default opt level (all) fused nodes are mapped back to their blocks (issue 13)
+    assert rec["session"]["opt_level"] == "all" and prof["attribution"]["method"] == "graph"
+    assert prof["attribution"]["top_share"] <= 0.02
+    for b in blocks:
+        if b["name"].startswith(("blocks.", "cls_attn_blocks.")):  # each has LayerNorms
+            assert b["components"].get("norm", 0) > 0, b
+    assert "in blocks" in r.stdout
 
 
 def test_env_prints_fingerprint_and_providers(cache):

@@ -35,7 +35,7 @@ from edgeattn.attention.sima import SimA
 from edgeattn.attention.softmax import Attention
 from edgeattn.errors import ModelError
 from edgeattn.models.layers import Mlp, init_vit_weights
-from edgeattn.models.registry import register_model
+from edgeattn.models.registry import PaperFigures, register_model
 from edgeattn.models.sima import (
     check_img_size,
     check_input_size,
@@ -257,5 +257,10 @@ DEIT_MODELS = []
 for _size in DEIT_SIZES:
     for _prefix, _attention in (("deit", "softmax"), ("sima_deit", "sima")):
         _name = f"{_prefix}_{_size}_patch16_224"
-        register_model(_make_entry(_name, _attention, _size), name=_name, family="deit")
+        _paper = None
+        if _name == "deit_small_patch16_224":  # as the SOFT paper's Table 3 quotes DeiT-S
+            _paper = PaperFigures(22, 4.6, "DeiT-S in SOFT paper Table 3")
+        register_model(
+            _make_entry(_name, _attention, _size), name=_name, family="deit", paper=_paper
+        )
         DEIT_MODELS.append(_name)

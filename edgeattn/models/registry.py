@@ -26,18 +26,39 @@ _FAMILY_MODULES = (
 
 
 @dataclass(frozen=True)
+class PaperFigures:
+    """A model's size and cost as its paper or official README states them (rounded there)."""
+
+    params_m: float | None  # millions of parameters
+    gflops: float | None  # GFLOPs at 224 x 224, 1 multiply-add = 1 FLOP
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"params_m": self.params_m, "gflops": self.gflops, "source": self.source}
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     name: str
     fn: Callable[..., Any]
     family: str
     defaults: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    paper: PaperFigures | None = None
 
     @property
     def options(self) -> list[str]:
         """Names of the overrides this entry accepts."""
         sig = inspect.signature(self.fn)
         return sorted(p for p in sig.parameters if p not in ("kwargs",))
+
+    @property
+    def cost(self) -> Any:
+        """Parameters and FLOPs at the default input (:class:`~edgeattn.models.cost.ModelCost`,
+        from the generated table), or None if the table has no row for this model."""
+        from edgeattn.models.cost import cached_cost
+
+        return cached_cost(self.name)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -51,8 +72,11 @@ def register_model(
     family: str | None = None,
     defaults: dict[str, Any] | None = None,
     description: str = "",
+    paper: PaperFigures | None = None,
 ) -> Any:
-    """Register ``fn`` as a model entry point (usable bare or with keyword arguments)."""
+    """Register ``fn`` as a model entry point (usable bare or with keyword arguments).
+
+    ``paper``: the published parameters / GFLOPs, shown beside edgeattn's own count."""
 
     def deco(f: Callable[..., Any]) -> Callable[..., Any]:
         key = name or f.__name__
@@ -65,6 +89,7 @@ def register_model(
             fam,
             dict(defaults or {}),
             description or (f.__doc__ or "").strip().split("\n")[0],
+            paper,
         )
         return f
 

@@ -28,7 +28,7 @@ from edgeattn.attention.sima import SimA, SimAClassAttention
 from edgeattn.attention.xca import XCA, ClassAttention
 from edgeattn.errors import ModelError
 from edgeattn.models.layers import Mlp, init_vit_weights
-from edgeattn.models.registry import register_model
+from edgeattn.models.registry import PaperFigures, register_model
 
 LN_EPS = 1e-6
 ATTENTIONS = ("sima", "xca")
@@ -364,13 +364,23 @@ def _make_entry(name: str, attention: str, size: str, patch_size: int) -> Callab
     return entry
 
 
-def register_family(prefix: str, attention: str, family: str) -> list[str]:
-    """Register ``{prefix}_{size}_p{patch}`` for every size and patch; return the names."""
+def register_family(
+    prefix: str, attention: str, family: str, paper: dict[str, PaperFigures] | None = None
+) -> list[str]:
+    """Register ``{prefix}_{size}_p{patch}`` for every size and patch; return the names.
+
+    ``paper``: published figures by size (the same for both patch sizes) or by full name."""
     names = []
+    paper = paper or {}
     for patch_size in PATCH_SIZES:
         for size in SIZES:
             name = f"{prefix}_{size}_p{patch_size}"
-            register_model(_make_entry(name, attention, size, patch_size), name=name, family=family)
+            register_model(
+                _make_entry(name, attention, size, patch_size),
+                name=name,
+                family=family,
+                paper=paper.get(name, paper.get(size)),
+            )
             names.append(name)
     return names
 

@@ -34,7 +34,7 @@ from edgeattn.attention.soft import LANDMARK_MODES, SoftAttention
 from edgeattn.attention.softmax import SRAttention
 from edgeattn.errors import ModelError
 from edgeattn.models.layers import Mlp, init_vit_weights
-from edgeattn.models.registry import register_model
+from edgeattn.models.registry import PaperFigures, register_model
 
 #: Input height and width must be multiples of this (overall stride 32; stage-1 grid / r = 8).
 SIZE_MULTIPLE = 32
@@ -79,6 +79,16 @@ SOFT_VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
         "num_heads": (2, 4, 11, 16),
         "depths": (1, 5, 49, 5),
     },
+}
+
+
+#: The official README's Params / FLOPs (and the paper's Table 3: same figures) per variant.
+SOFT_PAPER = {
+    "tiny": (13, 1.9),
+    "small": (24, 3.3),
+    "medium": (45, 7.2),
+    "large": (64, 11.0),
+    "huge": (87, 16.3),
 }
 
 
@@ -432,7 +442,11 @@ def _register(variant: str, norm: bool) -> None:
         "newton_iters": 20,
         "softmax_free_stage4": False,
     }
-    register_model(entry, family="soft", defaults=defaults)
+    paper = None
+    if variant in SOFT_PAPER and not norm:  # the README gives no Params / FLOPs for the Norm nets
+        params_m, gflops = SOFT_PAPER[variant]
+        paper = PaperFigures(params_m, gflops, "SOFT README / paper Table 3")
+    register_model(entry, family="soft", defaults=defaults, paper=paper)
     globals()[name] = entry
 
 

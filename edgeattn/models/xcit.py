@@ -10,6 +10,23 @@ class attention's ``qkv`` into ``q``, ``k``, ``v``; :mod:`edgeattn.models.checkp
 
 from __future__ import annotations
 
+from edgeattn.models.registry import PaperFigures
 from edgeattn.models.sima import register_family
 
-XCIT_MODELS = register_family("xcit", "xca", "xcit")
+# Parameters from the official XCiT README's model zoo (facebookresearch/xcit; its GFLOPs column is
+# commented out there), the same for /16 and /8.
+_README = "XCiT README (params)"
+XCIT_PAPER = {
+    size: PaperFigures(params_m, None, _README)
+    for size, params_m in {
+        "nano_12": 3,
+        "tiny_12": 7,
+        "small_12": 26,
+        "tiny_24": 12,
+        "small_24": 48,
+        "medium_24": 84,
+        "large_24": 189,
+    }.items()
+}
+
+XCIT_MODELS = register_family("xcit", "xca", "xcit", paper=XCIT_PAPER)

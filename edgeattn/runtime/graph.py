@@ -14,8 +14,7 @@ away), stopping at tensors the optimised graph still has (graph inputs, initiali
 outputs), at original nodes that still run under their own name, and at constant-only nodes (they
 are folded at load; the exporter shares one Constant across blocks). A node whose outputs are all
 new tensors (layout reorders, NCHWc convs) takes the cover of the first covered node downstream of
-it, or upstream when it reads new tensors too; a node with no cover at all falls back to its own
-name. A node writing only new tensors but named ``<original tensor>_<suffix>`` (NCHWc convs) is
+it, else upstream; a node with no cover at all falls back to its own name. A node writing only new tensors but named ``<original tensor>_<suffix>`` (NCHWc convs) is
 walked from that tensor's producer.
 """
 
@@ -201,7 +200,6 @@ def origins(original: Graph, optimized: Graph) -> Dict[str, List[str]]:
     Nodes the walk cannot place are absent (the caller falls back to their own names)."""
     prod0 = original.producers()
     names0 = {n["name"]: i for i, n in enumerate(original.nodes) if n["name"]}
-    tensors0 = original.tensors()
     # a node writing only new tensors may be named after the original tensor it stands for
     # (NCHWc: ``/proj.2/Relu_output_0_nchwc`` writes ``reorder_token_7``): that tensor seeds its
     # walk, and counts as still present, so a chain of such nodes is split node by node
@@ -243,16 +241,14 @@ def origins(original: Graph, optimized: Graph) -> Dict[str, List[str]]:
             cover = {own}
         covers.append(cover)
 
-    # nodes whose outputs are all new tensors: borrow the cover of the nearest covered node, upstream
-    # first when it reads another node's new output (it continues that node's work: ReorderOutput),
-    # else downstream first (it prepares its consumer's input: ReorderInput, gemm_input_reshape)
+    # nodes whose outputs are all new tensors: borrow the cover of the nearest covered node,
+    # downstream first (such a node prepares its consumer's input: ReorderInput,
+    # gemm_input_reshape), upstream when nothing downstream is covered (a copy to the host)
     prod1 = optimized.producers()
     cons1 = optimized.consumers()
-    new_acts = {t for t in prod1 if t not in tensors0}  # new node outputs (not new weights)
-    for k, n in enumerate(optimized.nodes):
+    for k in range(len(optimized.nodes)):
         if not covers[k]:
-            up = any(t in new_acts for t in n["inputs"])
-            covers[k] = _nearest(k, optimized, covers, cons1, prod1, upstream_first=up)
+            covers[k] = _nearest(k, optimized, covers, cons1, prod1)
 
     out: Dict[str, List[str]] = {}
     for n, cover in zip(optimized.nodes, covers):  # noqa: B905 (3.8)
@@ -285,10 +281,9 @@ def _nearest(
     covers: List[Set[int]],
     cons: Dict[str, List[int]],
     prod: Dict[str, int],
-    upstream_first: bool = False,
     limit: int = 64,
 ) -> Set[int]:
-    for downstream in (False, True) if upstream_first else (True, False):
+    for downstream in (True, False):
         seen = {k}
         queue = deque([k])
         while queue and len(seen) < limit:

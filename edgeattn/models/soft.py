@@ -82,7 +82,7 @@ SOFT_VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
 }
 
 
-#: The official README's Params / FLOPs (and the paper's Table 3: same figures) per variant.
+#: The official README's Params / FLOPs per variant (the paper's Table 3: the same, no Huge).
 SOFT_PAPER = {
     "tiny": (13, 1.9),
     "small": (24, 3.3),
@@ -445,7 +445,8 @@ def _register(variant: str, norm: bool) -> None:
     paper = None
     if variant in SOFT_PAPER and not norm:  # the README gives no Params / FLOPs for the Norm nets
         params_m, gflops = SOFT_PAPER[variant]
-        paper = PaperFigures(params_m, gflops, "SOFT README / paper Table 3")
+        source = "SOFT README" if variant == "huge" else "SOFT README / paper Table 3"
+        paper = PaperFigures(params_m, gflops, source)
     register_model(entry, family="soft", defaults=defaults, paper=paper)
     globals()[name] = entry
 

@@ -2,7 +2,7 @@
 
 Headline latency comes from the unprofiled pass; block shares from the profiled pass (profiling
 adds overhead per node). Tables: stages (``block1``, ``blocks`` ...), blocks (``block1.0``,
-``blocks.3``, ``cls_attn_blocks.0``) with attention / MLP / norm / LPI split, and operators. Each
+``blocks.3``, ``cls_attn_blocks.0``) with attention / MLP / norm / LPI / patch-embed / head split, and operators. Each
 block table ends with the reconciliation (:func:`reconciliation`): node time in blocks vs in
 ``(top)``, profiler overhead, the unprofiled headline; a ``(top)`` above :data:`TOP_WARN` of node
 time is warned about with the largest unmapped nodes.
@@ -20,6 +20,7 @@ from edgeattn.errors import BenchError
 
 _INDEX = re.compile(r"\.\d+$")
 TOP = "(top)"
+_COMPS = ("attention", "mlp", "norm", "lpi", "embed", "head")  # columns; the rest is "other"
 TOP_WARN = 0.02  # share of node time in (top) above which the attribution is warned about
 
 
@@ -175,22 +176,22 @@ def _table(
     t.add_column("name")
     if count_col:
         t.add_column(count_col, justify="right")
-    for c in ("ms", "share", "attention", "mlp", "norm", "lpi", "other"):
+    for c in ("ms", "share", *_COMPS, "other"):
         t.add_column(c, justify="right")
     t.add_column("top ops")
     tot_ms = tot_share = 0.0
     for r in rows:
         comps = r.get("components") or {}
-        other = sum(v for k, v in comps.items() if k not in ("attention", "mlp", "norm", "lpi"))
+        other = sum(v for k, v in comps.items() if k not in _COMPS)
         ops = r.get("ops") or {}
-        top = ", ".join(f"{k} {v:.2f}" for k, v in list(ops.items())[:3])
+        top = ", ".join(f"{k} {v:.2f}" for k, v in list(ops.items())[:2])
         cells = [str(r["name"])]
         if count_col:
             cells.append(str(r.get("blocks", r.get("nodes", ""))))
         cells += [
             f"{r['ms']:.3f}",
             f"{r['share']:.1%}",
-            *(f"{comps.get(k, 0.0):.3f}" for k in ("attention", "mlp", "norm", "lpi")),
+            *(f"{comps.get(k, 0.0):.3f}" for k in _COMPS),
             f"{other:.3f}",
             top,
         ]
@@ -203,19 +204,20 @@ def _table(
         *([""] if count_col else []),
         f"{tot_ms:.3f}",
         f"{tot_share:.1%}",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
+        *[""] * (len(_COMPS) + 2),
     )
     if rc:
         for label, ms, share in (
             ("in blocks", rc["blocks_ms"], rc["blocks_share"]),
             (TOP, rc["top_ms"], rc["top_share"]),
         ):
-            t.add_row(label, *([""] if count_col else []), f"{ms:.3f}", _pct(share), *[""] * 6)
+            t.add_row(
+                label,
+                *([""] if count_col else []),
+                f"{ms:.3f}",
+                _pct(share),
+                *[""] * (len(_COMPS) + 2),
+            )
     return t
 
 

@@ -101,3 +101,13 @@ def test_list_json(capsys):
     assert round(tiny["gflops"], 2) == 1.97 and round(tiny["newton_gflops"], 2) == 0.19
     assert tiny["paper"] == {"params_m": 13, "gflops": 1.9, "source": "SOFT README / paper Table 3"}
     assert rows["soft_norm_tiny"]["paper"] is None
+
+
+@pytest.mark.parametrize("order", ["qk_first", "kv_first"])
+def test_count_at_a_requested_shape_follows_the_sima_order(order):
+    """count_cost at any shape (what a bench record needs): SimA's two orders by hand."""
+    n, c, h = 64, 96, 2
+    cost = count_cost("block_sima", tokens=n, dim=c, heads=h, order=order)
+    linear = n * c * 3 * c + n * c * c
+    products = 2 * n * n * c if order == "qk_first" else 2 * n * c * (c // h)
+    assert cost.flops == linear + products and cost.input_shape == (1, n, c)

@@ -199,7 +199,12 @@ def test_profile_blocks_add_up_to_the_whole(tmp_path, cache):
     assert "stages" in r.stdout and "blocks.11" in r.stdout
     # at the default opt level (all) fused nodes are mapped back to their blocks (issue 13)
     assert rec["session"]["opt_level"] == "all" and prof["attribution"]["method"] == "graph"
-    assert prof["attribution"]["top_share"] <= 0.02
+    att = prof["attribution"]
+    assert att["fallback_nodes"] == 0 and att["names_only_top_share"] > att["top_share"]
+    # what is left in (top) is the net's own top-level ops (/Add, /Concat: one path segment);
+    # one scheduler hiccup on those can pass 2 % of this tiny net's time on a loaded machine
+    top_level = all(u["name"].count("/") == 1 for u in att["unmapped"])
+    assert att["top_share"] <= 0.02 or top_level, att["unmapped"]
     for b in blocks:
         if b["name"].startswith(("blocks.", "cls_attn_blocks.")):  # each has LayerNorms
             assert b["components"].get("norm", 0) > 0, b

@@ -177,6 +177,7 @@ class Job:
     onnx_path: Path | None = None
     spec: dict[str, Any] = field(default_factory=dict)  # the export sidecar's spec section
     audit: dict[str, Any] = field(default_factory=dict)  # the export's op census
+    cost: dict[str, Any] = field(default_factory=dict)  # FLOPs at this shape (models.cost)
 
     @property
     def id(self) -> str:
@@ -246,8 +247,30 @@ def prepare(
         )
         job.onnx_path = Path(res.path)
         job.spec, job.audit = res.spec, res.audit
+        job.cost = _block_cost(job, order, crossover, ov)
         done.append(job)
     return done
+
+
+def _block_cost(
+    job: Job, order: str, crossover: int | None, overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """FLOPs (one multiply-add = one FLOP) of the job's block at its shape, counted on the meta
+    device by ``edgeattn.models.cost``; {} when it cannot be counted (it never fails a bench)."""
+    from edgeattn.models.cost import count_cost
+
+    s = job.shape
+    name = "block_msa" if job.method.model == "block_msa_fused" else job.method.model
+    ov = dict(overrides, tokens=s.tokens, dim=s.dim, heads=s.heads)
+    if job.method.model == "block_sima":
+        ov["order"] = order
+        if crossover is not None:
+            ov["crossover"] = crossover
+    try:
+        c = count_cost(name, (s.batch, s.tokens, s.dim), **ov)
+    except Exception:  # a cost is a nicety; the measurement is what matters
+        return {}
+    return {"gflops": c.gflops, "newton_gflops": c.newton_gflops, "counted": "matmul+conv"}
 
 
 def job_meta(job: Job) -> dict[str, Any]:
@@ -272,6 +295,7 @@ def job_meta(job: Job) -> dict[str, Any]:
         "ops": {k: totals.get(k, 0) for k in ("Softmax", "Exp", "ReduceL1", "MatMul", "If")},
         "fused_attention": totals.get("fused_attention", 0),
         "softmax_free": job.audit.get("softmax_free"),
+        "gflops": job.cost.get("gflops"),
         **({"extra": job.extra} if job.extra else {}),
     }
 

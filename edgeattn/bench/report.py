@@ -107,6 +107,7 @@ def bench_table(records: Sequence[dict[str, Any]], title: str = "") -> Any:
         ("cv", {"justify": "right", "no_wrap": True}),
         ("runs", {"justify": "right"}),
         ("÷MSA", {"justify": "right"}),
+        ("GFLOP/s", {"justify": "right"}),
         ("Smax/Exp", {"justify": "center", "no_wrap": True}),
         ("MB", {"justify": "right"}),
     ):
@@ -119,6 +120,7 @@ def bench_table(records: Sequence[dict[str, Any]], title: str = "") -> Any:
                 "",
                 "[red]error[/]",
                 (rec.get("error") or "")[:60],
+                "",
                 "",
                 "",
                 "",
@@ -148,10 +150,18 @@ def bench_table(records: Sequence[dict[str, Any]], title: str = "") -> Any:
             cv_s,
             str(lat.get("runs", "-")),
             _fmt_x(ratio(rec, base)) if base else "-",
+            _gflops_per_s(meta.get("gflops"), lat.get("median")),
             census,
             "-" if mem is None else f"{mem:.0f}",
         )
     return t
+
+
+def _gflops_per_s(gflops: float | None, median_ms: float | None) -> str:
+    """Achieved GFLOP/s (the block's multiply-adds at this shape / its median latency)."""
+    if not gflops or not median_ms:
+        return "-"
+    return f"{gflops / (median_ms / 1e3):.1f}"
 
 
 def legend(records: Sequence[dict[str, Any]]) -> list[str]:

@@ -81,6 +81,44 @@ def test_setup_failure_hint_names_what_failed(lines, reason, hint):
         assert "32-bit" not in got_reason + got_hint  # the old fixed text, wrong on aarch64
 
 
+@pytest.mark.parametrize(
+    "files, machine, want",
+    [
+        ({"/etc/edgeattn-emulated": "qemu-user cortex-a72\n# ..."}, "aarch64", "qemu-user"),
+        (
+            {"/proc/cpuinfo": "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t: fpu"},
+            "aarch64",
+            "qemu-user",
+        ),
+        ({"/proc/cpuinfo": "processor\t: 0\nHardware\t: QEMU virt"}, "aarch64", "qemu"),
+        (
+            {"/proc/sys/fs/binfmt_misc/qemu-aarch64": "enabled\ninterpreter /x"},
+            "aarch64",
+            "qemu-user",
+        ),
+        ({"/proc/sys/fs/binfmt_misc/qemu-aarch64": "enabled\n"}, "x86_64", None),  # a PC with qemu
+        (
+            {"/proc/cpuinfo": "processor\t: 0\nCPU part\t: 0xd08\nHardware\t: BCM2835"},
+            "aarch64",
+            None,
+        ),
+    ],
+)
+def test_fingerprint_tells_emulated_from_real(files, machine, want, monkeypatch):
+    from edgeattn.runtime import sysinfo
+
+    monkeypatch.setattr(sysinfo, "_read", lambda path: files.get(path))
+    monkeypatch.setattr(sysinfo.platform, "machine", lambda: machine)
+    got = sysinfo.emulation()
+    assert (got or {}).get("emulated") == want, got
+    fp = sysinfo.fingerprint()
+    assert fp["emulated"] == want
+    if want is None:  # a real device keeps the fingerprint id it had before this field existed
+        fp2 = dict(fp)
+        del fp2["emulated"]
+        assert sysinfo.fingerprint_id(fp2) == fp["fingerprint_id"]
+
+
 # --------------------------------------------------------------------------------------------------
 # boards
 # --------------------------------------------------------------------------------------------------
@@ -92,9 +130,8 @@ def _up(name: str):
     return b
 
 
-@pytest.fixture(scope="session")
-def pi4():
-    b = _up("pi4")
+def _board(name: str):
+    b = _up(name)
     try:
         yield b
     finally:
@@ -103,6 +140,21 @@ def pi4():
         assert not b.processes()
         assert not boardlib._mounts_under(b.work)
         assert not b.work.exists()
+
+
+@pytest.fixture(scope="session")
+def pi4():
+    yield from _board("pi4")
+
+
+@pytest.fixture(scope="session")
+def pi32():
+    yield from _board("pi-32bit")
+
+
+@pytest.fixture(scope="session")
+def old_python():
+    yield from _board("old-python")
 
 
 @pytest.fixture(scope="module")
@@ -446,3 +498,222 @@ def test_setup_pins_the_host_versions_from_a_local_wheel_dir(pi4):
     again = cli("remote", "check", "pi4", *board_args(pi4), "--remote-cache", cache, "--json")
     rep = json.loads(again.stdout)[0]
     assert rep["ok"] and rep["onnxruntime_version"] == version("onnxruntime")
+
+
+@boards
+def test_bench_remote_options_shared_with_remote_run(pi4, export_cache, tmp_path):
+    """bench --host takes --remote-dir, --keep-remote, --timeout, --connect-timeout."""
+    out = tmp_path / "kept.jsonl"
+    res = cli(
+        "bench",
+        *SHAPE[:-1],
+        "softmax",
+        *FAST,
+        "--out",
+        str(out),
+        "--host",
+        "pi4",
+        *board_args(pi4),
+        "--remote-dir",
+        "~/kept-runs",
+        "--keep-remote",
+        "--timeout",
+        "600",
+        "--connect-timeout",
+        "30",
+        env={"EDGEATTN_CACHE": str(export_cache)},
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    kept = pi4.ssh("ls ~/kept-runs/*/spec.json").stdout.split()
+    assert len(kept) >= 1 and all(k.startswith("/home/pi/kept-runs/") for k in kept)
+    pi4.ssh("rm -rf ~/kept-runs")
+
+
+# --------------------------------------------------------------------------------------------------
+# 32-bit Raspberry Pi OS: no onnxruntime wheel exists; the preflight says so and what to do
+# --------------------------------------------------------------------------------------------------
+@boards
+def test_pi_32bit_check_diagnoses_no_onnxruntime_wheel(pi32):
+    assert pi32.ssh("uname -m").stdout.split() == ["armv7l"]
+    res = cli("remote", "check", "pi-32bit", *board_args(pi32), "--json")
+    assert res.returncode == 1, res.stdout + res.stderr
+    (rep,) = json.loads(res.stdout)
+    assert rep["reachable"] and not rep["ok"]
+    assert rep["machine"] == "armv7l" and rep["python_version"].startswith("3.11.")
+    assert rep["numpy_version"] and rep["onnxruntime_version"] is None  # Debian's numpy only
+    assert any("onnxruntime is not installed" in p for p in rep["problems"])
+    fixes = " ".join(rep["fixes"])
+    assert "no wheels on PyPI for 32-bit ARM (armv7l)" in fixes
+    assert "64-bit" in fixes and "from source" in fixes
+    assert "remote setup" not in fixes  # it could not help: pip has nothing to install
+    assert rep["emulated"] == "qemu-user"
+    text = cli("remote", "check", "pi-32bit", *board_args(pi32))
+    assert "32-bit ARM" in text.stdout and "64-bit" in text.stdout
+
+
+# --------------------------------------------------------------------------------------------------
+# the oldest Python the runtime supports, on ARM, with an onnxruntime of its time
+# --------------------------------------------------------------------------------------------------
+@boards
+def test_old_python_board_runs_the_runtime(old_python):
+    res = cli("remote", "check", "old-python", *board_args(old_python), "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    (rep,) = json.loads(res.stdout)
+    assert rep["ok"], rep["problems"]
+    assert rep["python_version"].startswith("3.9.") and rep["machine"] == "aarch64"
+    assert rep["numpy_version"] == "1.26.4" and rep["onnxruntime_version"] == "1.19.2"
+
+
+@boards
+def test_two_boards_in_parallel_side_by_side(pi4, old_python, export_cache, tmp_path):
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(pi4.ssh_config.read_text() + "\n" + old_python.ssh_config.read_text())
+    out = tmp_path / "b.jsonl"
+    t0 = time.monotonic()
+    res = cli(
+        "bench",
+        *SHAPE,
+        *FAST,
+        "--out",
+        str(out),
+        "--host",
+        "pi4",
+        "--host",
+        "old-python",
+        "--ssh-config",
+        str(cfg),
+        env={"EDGEATTN_CACHE": str(export_cache)},
+    )
+    elapsed = time.monotonic() - t0
+    assert res.returncode == 0, res.stdout + res.stderr
+    recs = [r for r in _read(out) if r.get("model")]
+    hosts = {r["host"]["spec"] for r in recs}
+    assert hosts == {"pi4", "old-python"}
+    py = {r["host"]["spec"]: r["device"]["python"]["version"][:4] for r in recs}
+    assert py == {"pi4": "3.11", "old-python": "3.9."}
+    assert all(r["status"] == "ok" and r["device"]["emulated"] == "qemu-user" for r in recs)
+    rep = cli("report", str(out))
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    lines = rep.stdout.splitlines()
+    assert any("pi4" in ln for ln in lines) and any("old-python" in ln for ln in lines)
+    assert rep.stdout.count("(emulated — not device speed)") >= 2
+    assert elapsed > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# fleets from an Ansible inventory
+# --------------------------------------------------------------------------------------------------
+def test_ansible_inventory_without_ansible_says_how(tmp_path, monkeypatch):
+    import shutil
+
+    from edgeattn.errors import RemoteError
+    from edgeattn.remote.deploy import is_ansible_inventory, load_inventory
+
+    plain = tmp_path / "hosts.txt"
+    plain.write_text("pi@pi4.local\n[::1]:2222\n")
+    assert not is_ansible_inventory(plain)
+    assert load_inventory(plain).hosts == ["pi@pi4.local", "[::1]:2222"]
+    ini = tmp_path / "hosts.ini"
+    ini.write_text("[pis]\npi4 ansible_host=10.0.0.4 ansible_user=pi\n")
+    assert is_ansible_inventory(ini)
+    real_which = shutil.which
+    monkeypatch.setattr(
+        shutil, "which", lambda n: None if n == "ansible-inventory" else real_which(n)
+    )
+    with pytest.raises(RemoteError) as e:
+        load_inventory(ini, "pis")
+    assert "edgeattn[ansible]" in (e.value.hint or "") and "plain format" in e.value.hint
+
+
+@pytest.fixture(scope="session")
+def ansible_bin(tmp_path_factory) -> str:
+    """A directory with ansible-inventory: on PATH already, else a venv with ansible-core."""
+    import shutil
+
+    found = shutil.which("ansible-inventory")
+    if found:
+        return os.path.dirname(found)
+    d = tmp_path_factory.mktemp("ansible")
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    subprocess.run([base, "-m", "venv", str(d / "venv")], check=True, capture_output=True)
+    res = subprocess.run(
+        [str(d / "venv/bin/python"), "-m", "pip", "install", "-q", "ansible-core>=2.15"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if res.returncode != 0:
+        pytest.fail(f"pip install ansible-core failed: {res.stderr[-1500:]}")
+    return str(d / "venv/bin")
+
+
+@boards
+@pytest.mark.parametrize("fmt", ["ini", "yaml"])
+def test_remote_check_from_an_ansible_inventory_group(
+    fmt, pi4, ansible_bin, export_cache, tmp_path
+):
+    key, port = pi4.identity, pi4.port
+    if fmt == "ini":
+        inv = tmp_path / "hosts.ini"
+        inv.write_text(
+            "[pis]\n"
+            f"pi4 ansible_host=127.0.0.1 ansible_port={port} ansible_user=pi "
+            f"ansible_ssh_private_key_file={key} ansible_python_interpreter=/usr/bin/python3\n"
+            "[jetsons]\nnano ansible_host=127.0.0.1 ansible_port=1\n"
+        )
+    else:
+        inv = tmp_path / "hosts.yml"
+        inv.write_text(
+            "all:\n  children:\n    pis:\n      hosts:\n        pi4:\n"
+            f"          ansible_host: 127.0.0.1\n          ansible_port: {port}\n"
+            f"          ansible_user: pi\n          ansible_ssh_private_key_file: {key}\n"
+            "          ansible_python_interpreter: /usr/bin/python3\n"
+            "    jetsons:\n      hosts:\n        nano:\n          ansible_port: 1\n"
+        )
+    # the user's own ssh settings still apply (here: where the board's host key is known)
+    user_cfg = tmp_path / "user_ssh_config"
+    user_cfg.write_text(
+        f"Host *\n  UserKnownHostsFile {pi4.known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
+        "  IdentitiesOnly yes\n"
+    )
+    env = {"PATH": f"{ansible_bin}:{os.environ['PATH']}"}
+    res = cli(
+        "remote",
+        "check",
+        "--inventory",
+        str(inv),
+        "--hosts",
+        "pis",
+        "--ssh-config",
+        str(user_cfg),
+        "--json",
+        env=env,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    (rep,) = json.loads(res.stdout)  # only the 'pis' group
+    assert rep["host"] == "pi4" and rep["ok"], rep
+    assert rep["target"] == f"pi@127.0.0.1:{port}"
+    assert rep["python"] == "/usr/bin/python3"  # ansible_python_interpreter
+    bad = cli("remote", "check", "--inventory", str(inv), "--hosts", "nope", env=env)
+    assert bad.returncode == 1 and "no group 'nope'" in bad.stderr
+    if fmt == "ini":  # bench takes the same inventory
+        out = tmp_path / "inv.jsonl"
+        res = cli(
+            "bench",
+            *SHAPE[:-1],
+            "softmax",
+            *FAST,
+            "--out",
+            str(out),
+            "--inventory",
+            str(inv),
+            "--hosts",
+            "pis",
+            "--ssh-config",
+            str(user_cfg),
+            env={**env, "EDGEATTN_CACHE": str(export_cache)},
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        recs = [r for r in _read(out) if r.get("model")]
+        assert recs and all(r["host"]["spec"] == "pi4" for r in recs)
+        assert all(r["host"]["python"] == "/usr/bin/python3" for r in recs)

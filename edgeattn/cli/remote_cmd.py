@@ -22,7 +22,13 @@ remote_app = typer.Typer(
 # -- shared options (typer has no option groups: the same defaults are reused per command) ---------
 _HOSTS = typer.Argument(None, help="USER@HOST[:PORT], [IPv6]:PORT or an ssh-config alias.")
 _INVENTORY = typer.Option(
-    None, "--inventory", help="A file with one host per line (# starts a comment)."
+    None,
+    "--inventory",
+    help="Hosts from a file: one per line (# starts a comment), or an Ansible inventory (INI or "
+    "YAML; needs ansible-core: pip install 'edgeattn[ansible]').",
+)
+_GROUP = typer.Option(
+    None, "--hosts", help="Only this group of the Ansible --inventory (e.g. --hosts pis)."
 )
 _SSH_OPTION = typer.Option(None, "--ssh-option", help="Passed to ssh as -o KEY=VALUE (repeatable).")
 _IDENTITY = typer.Option(None, "--identity", help="Private key file (ssh -i).")
@@ -75,6 +81,26 @@ def _ssh_options(
         connect_timeout=connect_timeout,
         timeout=timeout,
     )
+
+
+def _inventory(
+    hosts: list[str] | None,
+    inventory: Path | None,
+    group: str | None,
+    ssh_config: Path | None,
+) -> tuple[list[str], Path | None, dict[str, str]]:
+    """(host names, the ssh_config to use, host -> device python) from the arguments: an Ansible
+    inventory's hosts become aliases in a generated ssh_config that includes ``ssh_config``."""
+    from edgeattn.errors import RemoteError
+    from edgeattn.remote.deploy import load_inventory
+
+    if inventory is None:
+        if group is not None:
+            raise RemoteError("--hosts GROUP needs --inventory FILE")
+        return _hosts(hosts, None), ssh_config, {}
+    inv = load_inventory(inventory, group, str(ssh_config) if ssh_config else None)
+    names = _hosts(list(hosts or []) + inv.hosts, None)
+    return names, Path(inv.ssh_config) if inv.ssh_config else ssh_config, inv.python
 
 
 def _hosts(hosts: list[str] | None, inventory: Path | None) -> list[str]:
@@ -139,6 +165,7 @@ def _fmt(v: Any) -> str:
 def check_cmd(
     hosts: list[str] = _HOSTS,
     inventory: Path = _INVENTORY,
+    group: str = _GROUP,
     ssh_option: list[str] = _SSH_OPTION,
     identity: Path = _IDENTITY,
     ssh_config: Path = _SSH_CONFIG,
@@ -157,7 +184,7 @@ def check_cmd(
     from edgeattn.cli.console import console
     from edgeattn.remote.deploy import remote_check
 
-    names = _hosts(hosts, inventory)
+    names, ssh_config, pythons = _inventory(hosts, inventory, group, ssh_config)
     opts = _ssh_options(
         ssh_option, identity, ssh_config, accept_new_host_key, connect_timeout, timeout
     )
@@ -168,7 +195,7 @@ def check_cmd(
                 lambda h: remote_check(
                     h,
                     ssh=opts,
-                    remote_python=remote_python,
+                    remote_python=remote_python or pythons.get(h),
                     remote_cache=remote_cache,
                     on_progress=progress,
                 ),
@@ -312,6 +339,7 @@ def run_cmd(
         None, "--out", help="JSON Lines file the records are appended to (default: a new file)."
     ),
     inventory: Path = _INVENTORY,
+    group: str = _GROUP,
     ssh_option: list[str] = _SSH_OPTION,
     identity: Path = _IDENTITY,
     ssh_config: Path = _SSH_CONFIG,
@@ -331,7 +359,7 @@ def run_cmd(
     from edgeattn.errors import RemoteError
     from edgeattn.remote.deploy import run_many
 
-    names = _hosts(hosts, inventory)
+    names, ssh_config, pythons = _inventory(hosts, inventory, group, ssh_config)
     opts = _ssh_options(
         ssh_option, identity, ssh_config, accept_new_host_key, connect_timeout, timeout
     )
@@ -348,7 +376,7 @@ def run_cmd(
             base_dir=spec.resolve().parent,
             out=out,
             ssh=opts,
-            remote_python=remote_python,
+            remote_python=remote_python or {h: pythons[h] for h in names if h in pythons},
             remote_dir=remote_dir,
             remote_cache=remote_cache,
             keep_remote=keep_remote,

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from edgeattn.remote.deploy import (
     HostOutcome,
+    Inventory,
     RemoteRunResult,
     build_zipapp,
+    load_inventory,
     read_inventory,
     remote_check,
     remote_setup,
@@ -32,10 +34,12 @@ __all__ = [
     "DeviceCommandError",
     "Host",
     "HostOutcome",
+    "Inventory",
     "RemoteRunResult",
     "SSHError",
     "SSHOptions",
     "build_zipapp",
+    "load_inventory",
     "parse_host",
     "read_inventory",
     "remote_check",

@@ -84,7 +84,7 @@ class BoardSpec:
     machine: str  # what uname -m says on the board
     cpu: str  # QEMU_CPU
     python: str  # the suite's python3 (X.Y)
-    platform: str | None  # pip --platform for the wheels (None: no wheels)
+    platforms: tuple[str, ...]  # pip --platform tags for the wheels (empty: no wheels)
     requirements: tuple[str, ...] = ()  # installed into the tree with pip --target
     packages: tuple[str, ...] = BASE_PACKAGES
     cpuinfo: str = ""
@@ -109,11 +109,25 @@ class BoardSpec:
 
     @property
     def wheel_dir(self) -> Path | None:
-        if not self.platform or not self.requirements:
+        if not self.platforms or not self.requirements:
             return None
-        blob = json.dumps([self.platform, self.python, sorted(self.requirements)])
+        blob = json.dumps([list(self.platforms), self.python, sorted(self.requirements)])
         key = hashlib.sha256(blob.encode()).hexdigest()[:16]
-        return CACHE / "wheels" / f"{self.platform}-cp{self.python.replace('.', '')}-{key}"
+        arch = self.platforms[0].rsplit("_", 1)[-1]
+        return CACHE / "wheels" / f"{arch}-cp{self.python.replace('.', '')}-{key}"
+
+    def pip_platform_args(self) -> list[str]:
+        """``--platform`` for each tag (pip does not widen manylinux_2_28 to older tags itself)."""
+        out = []
+        for p in self.platforms:
+            out += ["--platform", p]
+        return out + [
+            "--only-binary=:all:",
+            "--python-version",
+            self.python,
+            "--implementation",
+            "cp",
+        ]
 
 
 def _a72_cpuinfo(n: int, hardware: str, revision: str, model: str) -> str:
@@ -122,6 +136,18 @@ def _a72_cpuinfo(n: int, hardware: str, revision: str, model: str) -> str:
         f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
         "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\n"
         "CPU revision\t: 3\n\n"
+        for i in range(n)
+    )
+    return cores + f"Hardware\t: {hardware}\nRevision\t: {revision}\nModel\t\t: {model}\n"
+
+
+def _armv7_cpuinfo(n: int, hardware: str, revision: str, model: str) -> str:
+    """/proc/cpuinfo of a Raspberry Pi 2 (Cortex-A7, part 0xc07) running a 32-bit kernel."""
+    cores = "".join(
+        f"processor\t: {i}\nmodel name\t: ARMv7 Processor rev 5 (v7l)\nBogoMIPS\t: 38.40\n"
+        "Features\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt vfpd32 lpae "
+        "evtstrm\nCPU implementer\t: 0x41\nCPU architecture: 7\nCPU variant\t: 0x0\n"
+        "CPU part\t: 0xc07\nCPU revision\t: 5\n\n"
         for i in range(n)
     )
     return cores + f"Hardware\t: {hardware}\nRevision\t: {revision}\nModel\t\t: {model}\n"
@@ -144,10 +170,41 @@ def board_specs() -> dict[str, BoardSpec]:
             "aarch64",
             "cortex-a72",
             "3.11",
-            "manylinux_2_28_aarch64",
+            ("manylinux_2_28_aarch64",),
             (f"numpy=={numpy_v}", f"onnxruntime=={ort_v}"),
             cpuinfo=pi_info,
             description="Raspberry Pi 4 stand-in: bookworm arm64, Python 3.11, host's numpy/ORT",
+        ),
+        # 32-bit Raspberry Pi OS: PyPI has no onnxruntime (nor numpy) wheel for armv7l; numpy
+        # comes from Debian, onnxruntime from nowhere: `remote check` must say so and what to do
+        "pi-32bit": BoardSpec(
+            "pi-32bit",
+            "bookworm",
+            "armhf",
+            "arm",
+            "armv7l",
+            "cortex-a7",
+            "3.11",
+            (),
+            (),
+            packages=(*BASE_PACKAGES, "python3-numpy"),
+            cpuinfo=_armv7_cpuinfo(n, "BCM2835", "a21041", "Raspberry Pi 2 Model B Rev 1.1"),
+            description="32-bit Pi OS stand-in: bookworm armhf, Python 3.11, Debian numpy, no ORT",
+        ),
+        # the oldest Python the runtime supports that an arm64 Debian ships, with an onnxruntime
+        # of its time (1.19.2 is the last with cp39 aarch64 wheels)
+        "old-python": BoardSpec(
+            "old-python",
+            "bullseye",
+            "arm64",
+            "aarch64",
+            "aarch64",
+            "cortex-a72",
+            "3.9",
+            ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"),
+            ("numpy==1.26.4", "onnxruntime==1.19.2"),
+            cpuinfo=pi_info,
+            description="older Pi OS stand-in: bullseye arm64, Python 3.9, numpy 1.26, ORT 1.19",
         ),
     }
 
@@ -362,13 +419,7 @@ def ensure_wheels(spec: BoardSpec) -> Path | None:
                     "--disable-pip-version-check",
                     "-d",
                     str(tmp),
-                    "--platform",
-                    spec.platform,
-                    "--only-binary=:all:",
-                    "--python-version",
-                    spec.python,
-                    "--implementation",
-                    "cp",
+                    *spec.pip_platform_args(),
                     *spec.requirements,
                 ],
                 capture_output=True,
@@ -492,6 +543,7 @@ class Board:
             "cpu": self.spec.cpu,
             "emulated": "qemu-user",
             "wheels_on_device": "/srv/wheels" if self.spec.wheel_dir else None,
+            "python": self.spec.python,
             "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
         }
 
@@ -538,13 +590,7 @@ class Board:
                     "--no-index",
                     "--find-links",
                     str(wheels),
-                    "--platform",
-                    spec.platform,
-                    "--only-binary=:all:",
-                    "--python-version",
-                    spec.python,
-                    "--implementation",
-                    "cp",
+                    *spec.pip_platform_args(),
                     "--no-compile",
                     "--target",
                     str(site),
@@ -582,7 +628,9 @@ class Board:
         ssh_dir.mkdir(parents=True, exist_ok=True)
         auth = ssh_dir / "authorized_keys"
         auth.write_text(Path(str(self.identity) + ".pub").read_text())
-        for p in (ssh_dir, auth):
+        envf = ssh_dir / "environment"
+        envf.write_text(f"QEMU_CPU={self.spec.cpu}\n")
+        for p in (ssh_dir, auth, envf):
             os.chown(p, uid, uid)
         ssh_dir.chmod(0o700)
         auth.chmod(0o600)
@@ -604,8 +652,9 @@ class Board:
                     "MaxSessions 64",
                     "LogLevel INFO",
                     "Subsystem sftp /usr/lib/openssh/sftp-server",
-                    # sessions start with a clean environment: qemu reads QEMU_CPU in each process
-                    f"SetEnv QEMU_CPU={self.spec.cpu}",
+                    # sessions start with a clean environment and qemu reads QEMU_CPU in every
+                    # process: ~/.ssh/environment sets it (SetEnv here needs OpenSSH >= 8.7)
+                    "PermitUserEnvironment yes",
                     "",
                 ]
             )

@@ -24,8 +24,15 @@ def l1_normalize_tokens(t: torch.Tensor, eps: float) -> torch.Tensor:
     Abs + ReduceSum instead of ``linalg.vector_norm``: F.normalize exports to ReduceL1, whose
     ``axes`` became an input in opset 18, and torch's exporter then cannot produce opset 17.
     The two agree to float rounding (a few ulp; reductions may sum in another order).
+
+    The clamp is ``max(eps, finfo(t.dtype).tiny)``: in float32/float64 that is ``eps`` itself
+    (1e-12 > 1.2e-38), so the numerics and the exported fp32 graph are unchanged; in float16,
+    where 1e-12 rounds to 0 and an all-zero column would give 0/0 = NaN, it is float16's
+    smallest normal number (6.1e-5), so such a column gives 0. (The fp16 ONNX file gets the same
+    floor from ``edgeattn.export.precision``, since the traced graph holds the fp32 constant.)
     """
-    return t / t.abs().sum(dim=-2, keepdim=True).clamp_min(eps)
+    floor = max(float(eps), float(torch.finfo(t.dtype).tiny)) if t.is_floating_point() else eps
+    return t / t.abs().sum(dim=-2, keepdim=True).clamp_min(floor)
 
 
 def sima_qk_first(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

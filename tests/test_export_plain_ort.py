@@ -1,5 +1,6 @@
 """An exported file is usable by a plain onnxruntime.InferenceSession, with neither edgeattn nor
-torch nor onnx importable in that process (what a user ships to a device)."""
+torch nor onnx importable in that process (what a user ships to a device): at every precision
+(fp16 with float32 I/O, int8 dynamic and int8 static QDQ files included)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 from edgeattn.export import export_onnx
 
@@ -23,10 +25,19 @@ np.save(sys.argv[3], y)
 """
 
 
-def test_exported_net_runs_in_plain_onnxruntime(tmp_path):
-    res = export_onnx("sima_nano_12_p16", img_size=64, opset=17, output=tmp_path / "m.onnx")
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8-dynamic", "int8-static"])
+def test_exported_net_runs_in_plain_onnxruntime(tmp_path, precision):
+    res = export_onnx(
+        "sima_nano_12_p16",
+        img_size=64,
+        opset=17,
+        precision=precision,
+        output=tmp_path / "m.onnx",
+    )
     # export_onnx itself checked ORT against PyTorch on this file:
     assert res.verification["passed"]
+    if precision != "fp32":
+        assert res.spec["precision"] == precision
     x = np.random.default_rng(1).standard_normal((1, 3, 64, 64)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     r = subprocess.run(

@@ -113,8 +113,30 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(
             False, "--force", help="Overwrite -o even when it is not an edgeattn export."
         ),
+        precision: str = typer.Option(
+            "fp32",
+            "--precision",
+            help="fp32, fp16 (float32 I/O), int8-dynamic or int8-static (QDQ, calibrated); "
+            "verified against fp32 PyTorch with named tolerances.",
+        ),
+        keep_fp32: str = typer.Option(
+            "auto",
+            "--keep-fp32",
+            help="Node groups kept in float32: auto (measured defaults), none, or a list of "
+            "sima_l1, soft_newton, softmax.",
+        ),
+        calibration: str = typer.Option(
+            None, "--calibration", help="int8-static: a directory of images to calibrate on."
+        ),
+        allow_degraded: bool = typer.Option(
+            False,
+            "--allow-degraded",
+            help="Write a precision variant outside its tolerance (figures still recorded).",
+        ),
     ) -> None:
         """Export NAME to ONNX at an exact opset; audit the ops per block; verify against PyTorch."""
+        import json
+
         from edgeattn.cli.console import console
         from edgeattn.export.onnx import export_onnx
         from edgeattn.export.report import audit_summary, audit_table, verification_table
@@ -140,6 +162,10 @@ def register(app: typer.Typer) -> None:
             output=output,
             cache_dir=cache_dir,
             exporter=exporter,
+            precision=precision,
+            keep_fp32=keep_fp32,
+            calibration=calibration,
+            allow_degraded=allow_degraded,
         )
         con = console(highlight=False)
         spec = res.spec
@@ -155,6 +181,10 @@ def register(app: typer.Typer) -> None:
                 + (f", resolved {o['resolved']}" if o.get("resolved") else "")
                 + (f"; {o['implementation']}" if o.get("implementation") else "")
             )
+        if spec.get("precision", "fp32") != "fp32":
+            from edgeattn.export.precision import precision_summary
+
+            con.print(precision_summary(json.loads(res.sidecar_path.read_text())))
         if spec["simplify"].get("reason") and spec["simplify"].get("reason") != "not requested":
             con.print(f"[yellow]simplify skipped:[/] {spec['simplify']['reason']}")
         t = res.timings

@@ -15,6 +15,13 @@ nodes of the root module's own forward are ``(root)``; the SimA order dispatcher
 ``Attention`` op of opset 23) is present: a fused attention op computes a softmax inside.
 ``Exp`` is counted separately (SOFT's Gaussian kernel legitimately uses it) and listed in
 ``exp_blocks``.
+
+Quantised files (``edgeattn.export.precision``): a QDQ'd Softmax is still a ``Softmax`` node and
+counts as one, and ORT's integer ``com.microsoft::QLinearSoftmax`` counts as a Softmax too, so
+the softmax-free audit holds on int8 graphs. ``quantization`` counts QuantizeLinear /
+DequantizeLinear / DynamicQuantizeLinear and the integer ops per block. Nodes the quantiser or
+the fp16 converter adds carry tensor names, not module paths (``attn.qkv.weight_DequantizeLinear``):
+they are attributed to the block of the node they feed.
 """
 
 from __future__ import annotations
@@ -41,6 +48,30 @@ CATEGORIES: tuple[str, ...] = (
     "other",
 )
 SOFTMAX_OPS = frozenset({"Softmax", "LogSoftmax"})
+#: ORT's integer softmax (QOperator format): a softmax all the same.
+INTEGER_SOFTMAX_OPS = frozenset({"QLinearSoftmax"})
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
+#: Ops that compute in integers (ONNX and com.microsoft), counted as ``integer_ops``.
+INTEGER_OPS = frozenset(
+    {
+        "MatMulInteger",
+        "ConvInteger",
+        "QLinearMatMul",
+        "QLinearConv",
+        "QLinearAdd",
+        "QLinearMul",
+        "QLinearSoftmax",
+        "QLinearSigmoid",
+        "QLinearAveragePool",
+        "QLinearGlobalAveragePool",
+        "QLinearConcat",
+        "QLinearLeakyRelu",
+        "QGemm",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+        "QAttention",
+    }
+)
 FUSED_ATTENTION_OPS = frozenset(
     {
         "Attention",
@@ -68,7 +99,60 @@ def category_of(node: onnx.NodeProto) -> str:
         return "other"
     if op in FUSED_ATTENTION_OPS:
         return "fused_attention"
+    if op in INTEGER_SOFTMAX_OPS:
+        return "Softmax"
     return "other"
+
+
+def quant_category(node: onnx.NodeProto) -> str | None:
+    """``QuantizeLinear`` / ``DequantizeLinear`` / ``DynamicQuantizeLinear`` / ``integer_ops``."""
+    if node.op_type in QDQ_OPS:
+        return node.op_type
+    if node.op_type in INTEGER_OPS:
+        return "integer_ops"
+    return None
+
+
+def _block_by_consumer(model: onnx.ModelProto) -> dict[str, str]:
+    """For nodes without a module path (added by a quantiser/converter): the block of the first
+    node downstream that has one (else upstream), so QDQ pairs land in the block they serve."""
+    from edgeattn.export.naming import has_module_path
+
+    nodes = list(iter_nodes(model.graph))
+    if all(has_module_path(n.name) for n in nodes):
+        return {}
+    cons: dict[str, list[onnx.NodeProto]] = {}
+    prod: dict[str, onnx.NodeProto] = {}
+    for n in nodes:
+        for i in n.input:
+            cons.setdefault(i, []).append(n)
+        for o in n.output:
+            prod[o] = n
+    out: dict[str, str] = {}
+
+    def walk(n: onnx.NodeProto, down: bool, depth: int = 0) -> str | None:
+        if depth > 64:
+            return None
+        nexts = (
+            [c for o in n.output for c in cons.get(o, [])]
+            if down
+            else [prod[i] for i in n.input if i in prod]
+        )
+        for c in nexts:
+            if has_module_path(c.name):
+                return block_of(c.name)
+        for c in nexts:
+            b = walk(c, down, depth + 1)
+            if b is not None:
+                return b
+        return None
+
+    for n in nodes:
+        if not has_module_path(n.name):
+            b = walk(n, True) or walk(n, False)
+            if b is not None:
+                out[n.name] = b
+    return out
 
 
 def census(model: onnx.ModelProto) -> dict[str, int]:
@@ -91,13 +175,21 @@ def audit_model(model: onnx.ModelProto | str | Path) -> dict[str, Any]:
     other_ops: Counter = Counter()
     fused: Counter = Counter()
     branches: set[str] = set()
+    quant: dict[str, Counter] = {}
+    quant_int: Counter = Counter()
+    adopted = _block_by_consumer(model)
     n_nodes = 0
     for k, n in enumerate(iter_nodes(model.graph)):
         n_nodes += 1
         tags, _ = split_name(n.name)
         branches.update(tags)
-        b = block_of(n.name)
+        b = adopted.get(n.name) or block_of(n.name)
         cat = category_of(n)
+        qc = quant_category(n)
+        if qc is not None:
+            quant.setdefault(b, Counter())[qc] += 1
+            if qc == "integer_ops":
+                quant_int[f"{n.domain or 'ai.onnx'}::{n.op_type}"] += 1
         blocks.setdefault(b, Counter())[cat] += 1
         positions.setdefault(b, []).append(k)
         if cat == "other":
@@ -117,6 +209,12 @@ def audit_model(model: onnx.ModelProto | str | Path) -> dict[str, Any]:
     totals = {k: sum(t[k] for t in table.values()) for k in CATEGORIES}
     softmax_blocks = [b for b, t in table.items() if t["Softmax"] or t["fused_attention"]]
     exp_blocks = [b for b, t in table.items() if t["Exp"]]
+    qcols = (*QDQ_OPS, "integer_ops")
+    quantization = {
+        "totals": {c: sum(int(q.get(c, 0)) for q in quant.values()) for c in qcols},
+        "blocks": {b: {c: int(quant[b].get(c, 0)) for c in qcols} for b in table if b in quant},
+        "integer_ops": dict(sorted(quant_int.items())),
+    }
     return {
         "rule": "block = first module-path segment (ModuleList items keep their index)",
         "blocks": table,
@@ -128,6 +226,7 @@ def audit_model(model: onnx.ModelProto | str | Path) -> dict[str, Any]:
         "branches": sorted(branches),
         "nodes": n_nodes,
         "softmax_free": not softmax_blocks,
+        "quantization": quantization,
     }
 
 

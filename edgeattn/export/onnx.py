@@ -412,8 +412,17 @@ def export_onnx(
     output: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     exporter: str = "auto",
+    precision: str = "fp32",
+    keep_fp32: str | list[str] | None = None,
+    calibration: str | os.PathLike | None = None,
+    allow_degraded: bool = False,
 ) -> ExportResult:
     """Export a registered model (by name) or an ``nn.Module`` to ONNX; see the module doc.
+
+    ``precision`` (``fp32``, ``fp16``, ``int8-dynamic``, ``int8-static``): after the fp32 graph
+    is verified, convert it (:mod:`edgeattn.export.precision`; ``keep_fp32`` node groups,
+    ``calibration`` images for int8-static) and verify the result against fp32 PyTorch;
+    ``allow_degraded`` writes a file outside its precision's tolerance (figures recorded).
 
     Raises :class:`ExportError` (bad request, exporter failure, opset, unwritable path),
     :class:`ModelError` (unknown model, bad override, a size the model cannot take),
@@ -453,7 +462,21 @@ def export_onnx(
 
     # ------------------------------------------------------------------ destination first
     name_hint = model_or_name if by_name else type(model_or_name).__name__
+    from edgeattn.export.precision import check_precision, resolve_keep_fp32
+
+    precision = check_precision(precision)
+    keep_groups = resolve_keep_fp32(precision, keep_fp32)
+    calib_key = None
+    if calibration is not None:
+        cdir = Path(calibration)
+        calib_key = (
+            sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in cdir.iterdir())
+            if cdir.is_dir()
+            else str(cdir)
+        )
     stem = _stem(name_hint, img_hw, tokens, opset, dynamic, order)
+    if precision != "fp32":
+        stem += "_" + precision.replace("-", "_")
     key = None
     cache_path = None
     if cache_dir is not None and by_name:
@@ -472,6 +495,11 @@ def export_onnx(
             ckpt_sha,
             simplify,
             exporter,
+            *(
+                [{"precision": precision, "keep_fp32": keep_groups, "calibration": calib_key}]
+                if precision != "fp32"
+                else []
+            ),
         )
         cdir = Path(cache_dir)
         _check_writable_dir(cdir, "cache")
@@ -488,7 +516,7 @@ def export_onnx(
         _check_writable_dir(out_path.parent, "output")
 
     if cache_path is not None:
-        hit = _cache_lookup(cache_path, key, verify, strict_softmax_free)
+        hit = _cache_lookup(cache_path, key, verify, strict_softmax_free, allow_degraded)
         if hit is not None:
             if out_path != cache_path:
                 _atomic_write_many(
@@ -558,6 +586,10 @@ def export_onnx(
             crossover=crossover,
             opset=opset,
             exporter=exporter,
+            precision=precision,
+            keep_fp32=keep_groups,
+            calibration=calibration,
+            allow_degraded=allow_degraded,
             simplify=simplify,
             verify=verify,
             strict_softmax_free=strict_softmax_free,
@@ -610,7 +642,9 @@ def _cache_key(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _cache_lookup(path: Path, key: str, verify: bool, strict: bool) -> ExportResult | None:
+def _cache_lookup(
+    path: Path, key: str, verify: bool, strict: bool, allow_degraded: bool = False
+) -> ExportResult | None:
     side = _sidecar(path)
     if not (path.is_file() and side.is_file()):
         return None
@@ -624,6 +658,9 @@ def _cache_lookup(path: Path, key: str, verify: bool, strict: bool) -> ExportRes
         return None
     if verify and not (meta.get("verification") or {}).get("passed"):
         return None
+    pv = (meta.get("precision") or {}).get("verification") or {}
+    if verify and pv.get("degraded") and not allow_degraded:
+        return None  # re-export: it raises the tolerance error with fresh figures
     if strict:
         from edgeattn.export.audit import check_softmax_free
 
@@ -668,6 +705,10 @@ def _export_built(
     timings: dict[str, float],
     t_start: float,
     sima_cls: type | None,
+    precision: str = "fp32",
+    keep_fp32: list[str] | None = None,
+    calibration: str | os.PathLike | None = None,
+    allow_degraded: bool = False,
 ) -> ExportResult:
     import torch
 
@@ -897,6 +938,51 @@ def _export_built(
                     )
         timings["verify_s"] = time.perf_counter() - t0
 
+    # ------------------------------------------------------------------ precision
+    precision_info: dict[str, Any] = {"precision": "fp32"}
+    if precision != "fp32":
+        from edgeattn.export.precision import convert, verify_precision
+
+        t0 = time.perf_counter()
+        proto, precision_info = convert(
+            proto,
+            precision,
+            keep_fp32=keep_fp32,
+            in_name=in_name,
+            shape=shape,
+            calibration=calibration,
+        )
+        data = proto.SerializeToString()
+        audit = audit_model(proto)  # the census of the file written (QDQ / integer ops)
+        if strict_softmax_free:
+            check_softmax_free(audit, name)
+        timings["precision_s"] = time.perf_counter() - t0
+        if verify:
+            t0 = time.perf_counter()
+
+            def fp32_reference(xs: np.ndarray) -> np.ndarray:
+                # the model is batch-independent: 16 inputs per forward, not one at a time
+                with torch.no_grad():
+                    return np.concatenate(
+                        [
+                            model(torch.from_numpy(xs[i : i + 16])).numpy()
+                            for i in range(0, len(xs), 16)
+                        ]
+                    )
+
+            precision_info["verification"] = verify_precision(
+                data,
+                reference=fp32_reference,
+                in_name=in_name,
+                shape=shape,
+                precision=precision,
+                method=method,
+                model_name=name,
+                classes=not is_block,
+                allow_degraded=allow_degraded,
+            )
+            timings["precision_verify_s"] = time.perf_counter() - t0
+
     # ------------------------------------------------------------------ spec + write
     sha = hashlib.sha256(data).hexdigest()
     in_vi = proto.graph.input[0]
@@ -944,6 +1030,7 @@ def _export_built(
         "tolerance": dataclasses.asdict(tol),
         "checkpoint": {"path": str(ckpt), "sha256": ckpt_sha} if ckpt else None,
         "cache_key": key,
+        "precision": precision,
     }
     if is_fused:
         spec["fused_op"] = f"com.microsoft::{fused_op}"
@@ -962,6 +1049,7 @@ def _export_built(
         },
         "audit": audit,
         "verification": verification,
+        "precision": _jsonable(precision_info),
         "timings": timings,
     }
     t0 = time.perf_counter()

@@ -252,3 +252,30 @@ def test_calibration_directory(tmp_path):
     )
     q = json.loads(res.sidecar_path.read_text())["precision"]["quantization"]
     assert q["calibration"] == str(d) and q["calibration_samples"] == 3
+
+
+# --------------------------------------------------------------------------- bench jobs
+def test_bench_jobs_carry_precision(tmp_path):
+    from edgeattn.bench import core
+
+    shape = core.Shape(64, 64, 2)
+    st = core.Settings()
+    jobs = [
+        core.Job(core.METHODS[m], shape, precision=p)
+        for p in ("fp32", "int8-static")
+        for m in ("softmax", "sima_qk")
+    ]
+    assert jobs[0].id == "softmax/N64/D64/h2/B1"  # fp32 ids unchanged
+    assert jobs[2].id == "softmax/N64/D64/h2/B1/int8-static"
+    jobs = core.prepare(jobs, st, cache_dir=tmp_path)
+    meta = core.job_meta(jobs[3])
+    assert meta["precision"] == "int8-static"
+    info = meta["precision_info"]
+    assert info["quantization"]["format"] == "QDQ" and info["quant_ops"]["QuantizeLinear"] > 0
+    assert 0 <= info["error_vs_fp32"]["max_rel"] < 1
+    assert core.job_meta(jobs[0])["precision"] == "fp32"
+    [group] = core.paired_specs(jobs, st)
+    names = {r["name"]: (r["num"], r["den"]) for r in group["ratios"]}
+    assert names["speedup_vs_fp32/sima_qk/int8-static"] == (jobs[1].id, jobs[3].id)
+    assert names["speedup_vs_fp32/softmax/int8-static"] == (jobs[0].id, jobs[2].id)
+    assert "exp_vs_l1_fixed_order" in names  # the fp32 method ratios are still there

@@ -178,11 +178,22 @@ class Job:
     spec: dict[str, Any] = field(default_factory=dict)  # the export sidecar's spec section
     audit: dict[str, Any] = field(default_factory=dict)  # the export's op census
     cost: dict[str, Any] = field(default_factory=dict)  # FLOPs at this shape (models.cost)
+    # export precision (edgeattn.export.precision); fp32 ids stay as they were
+    precision: str = "fp32"
+    precision_info: dict[str, Any] = field(default_factory=dict)  # the sidecar's "precision"
 
     @property
     def id(self) -> str:
         s = self.shape
-        return f"{self.method.key}/N{s.tokens}/D{s.dim}/h{s.heads}/B{s.batch}"
+        p = "" if self.precision == "fp32" else f"/{self.precision}"
+        return f"{self.method.key}/N{s.tokens}/D{s.dim}/h{s.heads}/B{s.batch}{p}"
+
+    @property
+    def pair_key(self) -> str:
+        """The member key in a paired group: the method, ``method@precision`` below fp32."""
+        return (
+            self.method.key if self.precision == "fp32" else f"{self.method.key}@{self.precision}"
+        )
 
     def overrides(self) -> dict[str, Any]:
         ov = dict(self.method.overrides)
@@ -225,6 +236,8 @@ def prepare(
         if on_progress:
             on_progress(f"export {job.id}")
         if job.method.model in OP_METHODS:
+            if job.precision != "fp32":
+                raise BenchError(f"{job.method.key} is a pure-op graph: float32 only")
             from edgeattn.bench import ops
 
             job.onnx_path = ops.export(
@@ -244,9 +257,13 @@ def prepare(
             crossover=crossover,
             overrides=ov or None,
             cache_dir=cache,
+            precision=job.precision,
+            allow_degraded=True,  # measured and marked (meta.precision_info), not dropped
         )
         job.onnx_path = Path(res.path)
         job.spec, job.audit = res.spec, res.audit
+        if job.precision != "fp32":
+            job.precision_info = json.loads(Path(res.sidecar_path).read_text())["precision"]
         job.cost = _block_cost(job, order, crossover, ov)
         done.append(job)
     return done
@@ -296,7 +313,23 @@ def job_meta(job: Job) -> dict[str, Any]:
         "fused_attention": totals.get("fused_attention", 0),
         "softmax_free": job.audit.get("softmax_free"),
         "gflops": job.cost.get("gflops"),
+        "precision": job.precision,
+        **({"precision_info": _precision_meta(job)} if job.precision != "fp32" else {}),
         **({"extra": job.extra} if job.extra else {}),
+    }
+
+
+def _precision_meta(job: Job) -> dict[str, Any]:
+    """What shaped a precision variant and its error vs fp32 (from the export sidecar)."""
+    p = job.precision_info
+    v = p.get("verification") or {}
+    keys = ("max_abs", "max_rel", "cosine_min", "cosine_mean", "top1_agreement", "degraded")
+    return {
+        "keep_fp32": p.get("keep_fp32"),
+        "quantization": p.get("quantization"),
+        "tool": p.get("tool"),
+        "error_vs_fp32": {k: v[k] for k in keys if k in v},
+        "quant_ops": (job.audit.get("quantization") or {}).get("totals"),
     }
 
 
@@ -334,21 +367,33 @@ def paired_specs(jobs: Sequence[Job], settings: Settings) -> list[dict[str, Any]
         if len(grp) < 2:
             continue
         s = grp[0].shape
-        out.append(
-            group_spec(
-                f"paired/N{s.tokens}/D{s.dim}/h{s.heads}/B{s.batch}",
-                [(j.method.key, j.id) for j in grp],
-                settings,
-                meta={
-                    "tokens": s.tokens,
-                    "dim": s.dim,
-                    "heads": s.heads,
-                    "head_dim": s.head_dim,
-                    "batch": s.batch,
-                    "methods": [j.method.key for j in grp],
-                },
-            )
+        spec = group_spec(
+            f"paired/N{s.tokens}/D{s.dim}/h{s.heads}/B{s.batch}",
+            [(j.pair_key, j.id) for j in grp],
+            settings,
+            meta={
+                "tokens": s.tokens,
+                "dim": s.dim,
+                "heads": s.heads,
+                "head_dim": s.head_dim,
+                "batch": s.batch,
+                "methods": [j.method.key for j in grp],
+            },
         )
+        # speed-up vs fp32 of each method's precision variants, from the same rounds
+        fp32 = {j.method.key: j.id for j in grp if j.precision == "fp32"}
+        for j in grp:
+            if j.precision != "fp32" and j.method.key in fp32:
+                spec["ratios"].append(
+                    {
+                        "name": f"speedup_vs_fp32/{j.method.key}/{j.precision}",
+                        "num": fp32[j.method.key],
+                        "den": j.id,
+                    }
+                )
+        if any(j.precision != "fp32" for j in grp):
+            spec["meta"]["precisions"] = [j.precision for j in grp]
+        out.append(spec)
     return out
 
 

@@ -19,8 +19,10 @@ from edgeattn.export import audit_model, export_onnx
 from edgeattn.export import precision as P
 from edgeattn.models.registry import create_model
 
-# one small net per family (64x64 images keep it fast; SOFT needs multiples of 32)
+# one small net per family at a small resolution (32x32: 2x2 patches; SOFT's four stages
+# need 64x64) so the 12 exports stay fast
 NETS = ["sima_nano_12_p16", "soft_tiny", "xcit_nano_12_p16", "deit_tiny_patch16_224"]
+IMG = {"soft_tiny": 64}
 LOW = ["fp16", "int8-dynamic", "int8-static"]
 SIMA_BLOCK = {"tokens": 64, "dim": 64, "heads": 2}
 SOFT_BLOCK = {"tokens": 196, "dim": 64, "heads": 2}
@@ -29,7 +31,8 @@ SOFT_BLOCK = {"tokens": 196, "dim": 64, "heads": 2}
 @pytest.mark.parametrize("precision", LOW)
 @pytest.mark.parametrize("name", NETS)
 def test_each_precision_exports_and_verifies(tmp_path, name, precision):
-    res = export_onnx(name, img_size=64, precision=precision, output=tmp_path / "m.onnx")
+    img = IMG.get(name, 32)
+    res = export_onnx(name, img_size=img, precision=precision, output=tmp_path / "m.onnx")
     side = json.loads(res.sidecar_path.read_text())
     p = side["precision"]
     assert side["spec"]["precision"] == precision == p["precision"]
@@ -279,3 +282,17 @@ def test_bench_jobs_carry_precision(tmp_path):
     assert names["speedup_vs_fp32/sima_qk/int8-static"] == (jobs[1].id, jobs[3].id)
     assert names["speedup_vs_fp32/softmax/int8-static"] == (jobs[0].id, jobs[2].id)
     assert "exp_vs_l1_fixed_order" in names  # the fp32 method ratios are still there
+
+
+def test_runtime_if_graphs(tmp_path):
+    """SimA order=auto with a dynamic token axis keeps an If: fp16 floors the l1 clamps inside
+    both branches; int8 is refused (the quantiser does not enter If branches)."""
+    from edgeattn.errors import ExportError
+
+    res = export_onnx(
+        "block_sima", **SIMA_BLOCK, dynamic=True, precision="fp16", output=tmp_path / "d.onnx"
+    )
+    side = json.loads(res.sidecar_path.read_text())
+    assert res.audit["totals"]["If"] == 1 and side["precision"]["l1_clamps_floored"] == 4
+    with pytest.raises(ExportError, match="does not quantise inside ONNX If branches"):
+        export_onnx("block_sima", **SIMA_BLOCK, dynamic=True, precision="int8-static")

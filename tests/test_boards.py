@@ -130,6 +130,26 @@ def _up(name: str):
     return b
 
 
+_BOARD_FIXTURES = {"pi4": "pi4", "pi32": "pi-32bit", "old_python": "old-python"}
+
+
+@pytest.fixture(scope="session")
+def prebuilt(request):
+    """On a cold cache, build every board this session needs side by side (see board.prebuild)."""
+    wanted = set()
+    for item in request.session.items:
+        wanted |= {
+            _BOARD_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in _BOARD_FIXTURES
+        }
+    try:
+        threads = boardlib.prebuild(sorted(wanted))
+    except boardlib.BoardError:
+        threads = []  # each board says why when it comes up
+    yield threads
+    for t in threads:  # never leave a build half done (and its tree behind) at exit
+        t.join()
+
+
 def _board(name: str):
     b = _up(name)
     try:
@@ -143,17 +163,17 @@ def _board(name: str):
 
 
 @pytest.fixture(scope="session")
-def pi4():
+def pi4(prebuilt):
     yield from _board("pi4")
 
 
 @pytest.fixture(scope="session")
-def pi32():
+def pi32(prebuilt):
     yield from _board("pi-32bit")
 
 
 @pytest.fixture(scope="session")
-def old_python():
+def old_python(prebuilt):
     yield from _board("old-python")
 
 

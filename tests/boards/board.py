@@ -332,6 +332,10 @@ def ensure_rootfs(spec: BoardSpec) -> Path:
         if tb.is_file():
             return tb
         t0 = time.monotonic()
+        # under the lock no one else builds this board: an earlier build dir is a dead one's
+        for stale in Path(WORK_BASE).glob(f"eaboard-build-{spec.name}-*"):
+            with contextlib.suppress(BoardError):
+                remove_tree(stale)
         _say(f"building the {spec.suite}/{spec.arch} root filesystem (emulated dpkg: minutes)")
         work = Path(tempfile.mkdtemp(prefix=f"eaboard-build-{spec.name}-", dir=WORK_BASE))
         root = work / "rootfs"
@@ -425,6 +429,7 @@ def ensure_wheels(spec: BoardSpec) -> Path | None:
                 capture_output=True,
             )
             (tmp / ".complete").write_text("\n".join(spec.requirements) + "\n")
+            tmp.chmod(0o755)
             shutil.rmtree(wd, ignore_errors=True)
             os.replace(tmp, wd)
         finally:
@@ -787,6 +792,38 @@ class Board:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def prebuild(names: list[str]) -> list[Any]:
+    """Start building the cached artefacts of several boards at once (one thread each).
+
+    A cold cache means one debootstrap per board, mostly one emulated dpkg process at a time:
+    building them side by side uses the cores that one build leaves idle. Returns the threads;
+    a board that then comes up waits for its own build (the cache lock) and a build that failed
+    here is simply tried again there, where its error is raised.
+    """
+    import threading
+
+    specs = board_specs()
+    todo = []
+    for n in names:
+        spec = specs[n]
+        try:
+            prepare_host(spec)
+        except BoardError:
+            continue  # up() reports it
+        if not spec.tarball.is_file() or (spec.wheel_dir and not spec.wheel_dir.is_dir()):
+            todo.append(spec)
+
+    def build(spec: BoardSpec) -> None:
+        with contextlib.suppress(Exception):
+            ensure_rootfs(spec)
+            ensure_wheels(spec)
+
+    threads = [threading.Thread(target=build, args=(s,), daemon=True) for s in todo]
+    for t in threads:
+        t.start()
+    return threads
 
 
 def new_board(name: str, work: Path | None = None) -> Board:

@@ -15,7 +15,7 @@ Built on the ecosystem's own tools, no hand-written graph rewriting of the arith
   inputs' seed), or on a directory of images (``calibration=DIR``, ImageNet normalisation).
 
 **Kept in float32** (fp16: the converter's ``node_block_list``; int8: ``nodes_to_exclude``):
-named node groups found by graph pattern, not by module names (see :data:`GROUPS`). Which group
+named node groups found by graph pattern, not by class names (see :data:`GROUPS`). Which group
 each precision excludes by default is :data:`DEFAULT_KEEP_FP32`, decided by measurement (figures
 in the comments there: exports with ``keep_fp32="none"`` vs each group); ``keep_fp32=`` /
 ``--keep-fp32`` overrides it (``none`` or a comma list of group names).

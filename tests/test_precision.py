@@ -310,3 +310,20 @@ def test_runtime_if_graphs(tmp_path):
     assert res.audit["totals"]["If"] == 1 and side["precision"]["l1_clamps_floored"] == 4
     with pytest.raises(ExportError, match="does not quantise inside ONNX If branches"):
         export_onnx("block_sima", **SIMA_BLOCK, dynamic=True, precision="int8-static")
+
+
+def test_cls_tail_is_the_late_class_token_only(tmp_path):
+    """SimA/XCiT join the class token after the patch blocks: its tail (class attention, norm,
+    head) is a small part of the graph; DeiT's joins first, so the group keeps nothing."""
+    from edgeattn.export.naming import block_of
+
+    sima = onnx.load(str(export_onnx("sima_nano_12_p16", img_size=32, output=tmp_path / "s").path))
+    tail = P.group_cls_tail(sima)
+    blocks = {block_of(n) for n in tail}
+    assert {"cls_attn_blocks.0", "cls_attn_blocks.1", "norm", "head"} <= blocks
+    assert not any(b.startswith("blocks.") for b in blocks)
+    assert 0 < len(tail) < 0.25 * len(sima.graph.node)
+    deit = onnx.load(
+        str(export_onnx("deit_tiny_patch16_224", img_size=32, output=tmp_path / "d").path)
+    )
+    assert P.group_cls_tail(deit) == []

@@ -123,7 +123,7 @@ def register(app: typer.Typer) -> None:
             "auto",
             "--keep-fp32",
             help="Node groups kept in float32: auto (measured defaults), none, or a list of "
-            "sima_l1, soft_newton, softmax.",
+            "sima_l1, soft_newton, cls_tail, softmax.",
         ),
         calibration: str = typer.Option(
             None, "--calibration", help="int8-static: a directory of images to calibrate on."

@@ -64,7 +64,9 @@ BIG = {n for n, (p, _) in OFFICIAL_COUNTS.items() if p > 40_000_000}
 def parse_reference(path: Path = REFERENCE) -> dict[str, dict[str, tuple[tuple[int, ...], str]]]:
     """``{model: {key: (shape, dtype)}}`` from the collapsed state_dict listings, expanded."""
     if not path.is_file():
-        pytest.fail(f"reference file missing: {path} (versioned test data: restore tests/data/official_models.md)")
+        pytest.fail(
+            f"reference file missing: {path} (versioned test data: restore tests/data/official_models.md)"
+        )
     out: dict[str, dict[str, tuple[tuple[int, ...], str]]] = {}
     for section in re.split(r"^### ", path.read_text(), flags=re.M)[1:]:
         name = section.split("\n", 1)[0].strip()

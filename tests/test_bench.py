@@ -327,3 +327,12 @@ def test_report_puts_devices_side_by_side(bench_out, tmp_path, cache):
     assert "pi4" in header
     row = next(line for line in res.stdout.splitlines() if "exp vs l1" in line)
     assert row.count("×") == 0 and row.count("[") == 2  # one 'median [low–high]' per device
+
+
+def test_regime_comes_from_the_ratios_a_point_holds():
+    from edgeattn.bench.sweep import regime_of
+
+    # a tokens-grid point below D (N=64 < D=384) is still read along N
+    assert regime_of(["exp_vs_l1_fixed_order", "softmax_vs_soft"]) == "tokens"
+    assert regime_of(["xca_vs_sima_kv", "xca_vs_sima_dynamic"]) == "channels"
+    assert regime_of([]) == "tokens"

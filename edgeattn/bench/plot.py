@@ -146,7 +146,7 @@ def plot_regimes(records: Sequence[dict[str, Any]], path: str | Path, title: str
         fixed = sorted({p[fixed_key] for p in mine})
         fixed_s = ", ".join(str(v) for v in fixed)
         ax_r.set_title(
-            f"{reg} regime ({'N > D' if reg == 'tokens' else 'N < D'}, "
+            f"{reg} regime ({'N grows' if reg == 'tokens' else 'D grows'}, "
             f"{'D' if reg == 'tokens' else 'N'} = {fixed_s}): ratio, 95 % interval"
         )
         ax_r.set_ylabel("paired ratio (× ; > 1: the second is faster)")

@@ -190,9 +190,14 @@ REGIME_RATIOS = {
 }
 
 
-def regime_of(meta: dict[str, Any]) -> str:
-    """tokens (N > D) or channels (N <= D), from a paired record's meta."""
-    return "tokens" if (meta.get("tokens") or 0) > (meta.get("dim") or 0) else "channels"
+def regime_of(ratio_names: Sequence[str]) -> str:
+    """The regime a paired record belongs to, from the ratios it holds: a channels point pairs
+    XCA with SimA only (no softmax MSA); anything else is read along N (the tokens regime, whose
+    grid may start below D)."""
+    names = set(ratio_names)
+    if names & set(REGIME_RATIOS["tokens"]) or not names & set(REGIME_RATIOS["channels"]):
+        return "tokens"
+    return "channels"
 
 
 def ratio_points(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -203,8 +208,8 @@ def ratio_points(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for rec in pairs.paired(records):
         meta = rec.get("meta") or {}
-        reg = regime_of(meta)
         res = pairs.ratio_results(rec)
+        reg = regime_of(list(res))
         lat = (rec.get("paired") or {}).get("latency_ms") or {}
         methods = pairs.member_methods(rec)
         for name in REGIME_RATIOS[reg]:

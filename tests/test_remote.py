@@ -296,6 +296,13 @@ def test_preflight_reports_missing_onnxruntime_with_fix(
     assert "CPUExecutionProvider" in good["providers"]
     assert good["cpu"]["cores_logical"] >= 1 and good["disk_free_mb"] > 0
     assert good["fixes"] == []
+    # the device (this host, over SSH) says whether fp16 is native, as its /proc/cpuinfo does
+    from edgeattn.runtime.sysinfo import fp16_arithmetic
+
+    native = fp16_arithmetic()["native"]
+    assert good["fp16_native"] is native
+    if native is False:
+        assert any("fp16 runs emulated on this CPU" in n for n in good["notes"])
 
     bad = remote_check(
         "dev", ssh=opts, remote_python=device_python_no_ort, remote_cache=dev["remote_cache"]

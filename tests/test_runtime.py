@@ -413,3 +413,33 @@ def test_package_measure_is_the_function(models):
     assert callable(rt.measure) and rt.measure is M.measure
     rec = rt.measure({"model": "attn.onnx", **FAST}, base_dir=str(Path(models["attn"]).parent))
     assert rec["status"] == "ok" and rec["id"] == "attn"
+
+
+@pytest.mark.parametrize(
+    "cpuinfo, native",
+    [
+        # Raspberry Pi 4 (Cortex-A72, ARMv8.0): no half-precision arithmetic
+        ("processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU part\t: 0xd08\n", False),
+        # Raspberry Pi 5 / Jetson Orin (Cortex-A76/A78AE, ARMv8.2): fphp + asimdhp
+        (
+            "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp "
+            "asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU part\t: 0xd0b\n",
+            True,
+        ),
+        # only the scalar half: not enough for vectorised kernels
+        ("processor\t: 0\nFeatures\t: fp asimd fphp\n", False),
+        # x86 with and without AVX512-FP16
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n", False),
+        ("processor\t: 0\nflags\t\t: fpu avx512f avx512fp16\n", True),
+        ("", None),
+    ],
+)
+def test_fp16_arithmetic_from_cpuinfo(cpuinfo, native, monkeypatch):
+    from edgeattn.runtime import sysinfo
+
+    monkeypatch.setattr(sysinfo.sys, "platform", "linux")
+    monkeypatch.setattr(sysinfo, "_read", lambda p: cpuinfo if p == "/proc/cpuinfo" else None)
+    got = sysinfo.fp16_arithmetic()
+    assert got["native"] is native and got["evidence"]
+    fp = sysinfo.fingerprint()
+    assert fp["fp16_native"] is native

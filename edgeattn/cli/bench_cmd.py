@@ -187,6 +187,15 @@ def register(app: typer.Typer) -> None:
             precisions = parse_precisions(precision)
         except ExportError as exc:
             raise BenchError(str(exc).replace("precision=", "--precision ")) from None
+        if "fp16" in precisions and not host and device == "cpu":
+            from edgeattn.runtime.sysinfo import fp16_arithmetic
+
+            f16 = fp16_arithmetic()
+            if f16["native"] is not True:
+                con.print(
+                    f"[yellow]warning:[/] fp16 on this CPU is emulated on most CPUs "
+                    f"({f16['evidence']}): expect it slower than fp32; int8 is the CPU precision"
+                )
         jobs = [
             core.Job(core.METHODS[m], shape, precision=p)
             for p in precisions

@@ -1158,6 +1158,15 @@ def _interpret_check(report: dict[str, Any], text: str, host: str) -> None:
         cpu["throttled"] = env.get("throttled")
         report["device_model"] = env.get("device_model")
         report["emulated"] = env.get("emulated")
+        report["fp16_native"] = env.get("fp16_native")
+        if env.get("fp16_native") is False:
+            report["notes"].append(
+                "fp16 runs emulated on this CPU (no native half-precision arithmetic: "
+                f"{env.get('fp16_evidence')}); expect export --precision fp16 to be slower than "
+                "fp32 here; int8 is the CPU precision"
+            )
+        elif env.get("fp16_native"):
+            report["notes"].append(f"native fp16 arithmetic ({env.get('fp16_evidence')})")
         if env.get("emulated"):
             report["notes"].append(
                 f"this device is emulated ({env['emulated']}: {env.get('emulated_hint') or '?'}): "

@@ -95,6 +95,35 @@ def cpu_model() -> Optional[str]:
         return None
 
 
+#: what says a CPU does half-precision arithmetic natively: ARMv8.2-A FP16 (scalar ``fphp`` and
+#: vector ``asimdhp`` in /proc/cpuinfo's Features), x86 AVX512-FP16
+_FP16_FLAGS = (("fphp", "asimdhp"), ("avx512fp16",))
+
+
+def fp16_arithmetic() -> Dict[str, Any]:
+    """Whether this CPU reports native fp16 arithmetic: ``{"native": bool|None, "evidence": str}``.
+
+    Without it an fp16 graph runs emulated (ONNX Runtime's CPU kernels cast most fp16 ops to
+    float32), usually slower than float32. ``native: None`` when the platform does not say.
+    """
+    if sys.platform == "darwin":
+        v = _cmd(["sysctl", "-n", "hw.optional.arm.FEAT_FP16"])
+        if v is None or not v.strip():
+            return {"native": None, "evidence": "sysctl hw.optional.arm.FEAT_FP16 not available"}
+        return {
+            "native": v.strip() == "1",
+            "evidence": f"sysctl hw.optional.arm.FEAT_FP16={v.strip()}",
+        }
+    info = _cpuinfo()
+    words = set((info.get("Features") or info.get("flags") or "").split())
+    if not words:
+        return {"native": None, "evidence": "no CPU feature list in /proc/cpuinfo"}
+    for flags in _FP16_FLAGS:
+        if all(f in words for f in flags):
+            return {"native": True, "evidence": "cpu flags " + "+".join(flags)}
+    return {"native": False, "evidence": "no fphp/asimdhp (ARM) or avx512fp16 (x86) flag"}
+
+
 def cores_logical() -> Optional[int]:
     try:
         return os.cpu_count()
@@ -367,6 +396,9 @@ def fingerprint() -> Dict[str, Any]:
     emu = _safe(emulation)
     fp["emulated"] = emu["emulated"] if emu else None
     fp["emulated_hint"] = emu["hint"] if emu else None
+    fp16 = _safe(fp16_arithmetic) or {}
+    fp["fp16_native"] = fp16.get("native")
+    fp["fp16_evidence"] = fp16.get("evidence")
     fp.update(_safe(ram_mb, {"ram_total_mb": None, "ram_available_mb": None}))
     fp.update(_safe(versions, {}))
     fp["fingerprint_id"] = fingerprint_id(fp)

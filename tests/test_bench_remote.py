@@ -39,9 +39,13 @@ def test_bench_on_host_gives_the_local_table(sshd, device_python, tmp_path, monk
             str(sshd.client_config),
             "--remote-python",
             device_python,
+            "--remote-cache",
+            str(tmp_path / "device-cache"),
         ]
     )
     text = capsys.readouterr().out
+    # --remote-cache (shared with `remote run`): the zipapp and models were cached there
+    assert list((tmp_path / "device-cache").rglob("*.pyz"))
     assert rc == 0
     loc, rem = _read(local), _read(remote)
     (lp,) = [r for r in loc if r["kind"] == "paired"]

@@ -492,6 +492,7 @@ def run_on_hosts(
     console: Any = None,
     remote_python: str | None = None,
     remote_dir: str | None = None,
+    remote_cache: str | None = None,
     keep_remote: bool = False,
 ) -> list[dict[str, Any]]:
     """The same measurements on SSH hosts (in parallel, one thread per host) with the device
@@ -525,6 +526,7 @@ def run_on_hosts(
         ssh=ssh,
         remote_python=remote_python,
         remote_dir=remote_dir,
+        remote_cache=remote_cache,
         keep_remote=keep_remote,
         on_progress=progress,
     )

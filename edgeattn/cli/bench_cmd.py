@@ -121,6 +121,7 @@ def register(app: typer.Typer) -> None:
         inventory: Path = _remote._INVENTORY,
         group: str = _remote._GROUP,
         remote_dir: str = _remote._REMOTE_DIR,
+        remote_cache: str = _remote._REMOTE_CACHE,
         keep_remote: bool = _remote._KEEP_REMOTE,
         connect_timeout: float = _remote._CONNECT_TIMEOUT,
         timeout: float = _remote._TIMEOUT,
@@ -232,6 +233,7 @@ def register(app: typer.Typer) -> None:
                 ),
                 remote_python=remote_python,
                 remote_dir=remote_dir,
+                remote_cache=remote_cache,
                 keep_remote=keep_remote,
             )
         records = _measure(jobs, settings, out, resume, list(host or []), remote_opts, con)

@@ -200,8 +200,13 @@ def regime_of(ratio_names: Sequence[str]) -> str:
     return "channels"
 
 
-def ratio_points(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (paired record, ratio): regime, N, D, h, device, ratio, interval, verdict."""
+def ratio_points(
+    records: Sequence[dict[str, Any]], all_ratios: bool = False
+) -> list[dict[str, Any]]:
+    """One row per (paired record, ratio): regime, N, D, h, device, ratio, interval, verdict.
+
+    By default only the ratios its regime plots (``REGIME_RATIOS``); ``all_ratios``: every known
+    ratio the record holds (a bench has all of them)."""
     from edgeattn.bench import pairs
     from edgeattn.bench.report import device_label
 
@@ -212,7 +217,8 @@ def ratio_points(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         reg = regime_of(list(res))
         lat = (rec.get("paired") or {}).get("latency_ms") or {}
         methods = pairs.member_methods(rec)
-        for name in REGIME_RATIOS[reg]:
+        names = [n for n in res if n in pairs.RATIO_BY_NAME] if all_ratios else REGIME_RATIOS[reg]
+        for name in names:
             r = res.get(name)
             if not r:
                 continue
@@ -292,7 +298,7 @@ def ratio_compare_table(records: Sequence[dict[str, Any]]) -> Any:
     order = {r.name: i for i, r in enumerate(RATIOS)}
     devices: list[str] = []
     cells: dict[tuple, dict[str, dict[str, Any]]] = {}
-    for p in _all_ratio_points(records):
+    for p in ratio_points(records, all_ratios=True):
         if p["device"] not in devices:
             devices.append(p["device"])
         key = (p["tokens"], p["dim"], p["heads"], p["ratio"])
@@ -317,34 +323,6 @@ def ratio_compare_table(records: Sequence[dict[str, Any]]) -> Any:
             row.append(s)
         t.add_row(*row)
     return t
-
-
-def _all_ratio_points(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Like ratio_points, but every ratio of every paired record (a bench has all of them)."""
-    from edgeattn.bench import pairs
-    from edgeattn.bench.report import device_label
-
-    out = []
-    for rec in pairs.paired(records):
-        meta = rec.get("meta") or {}
-        for name, r in pairs.ratio_results(rec).items():
-            if name not in pairs.RATIO_BY_NAME:
-                continue
-            out.append(
-                {
-                    "tokens": meta.get("tokens"),
-                    "dim": meta.get("dim"),
-                    "heads": meta.get("heads"),
-                    "device": device_label(rec),
-                    "ratio": name,
-                    "median": r["median"],
-                    "ci_low": r["ci_low"],
-                    "ci_high": r["ci_high"],
-                    "no_difference": r["no_difference"],
-                    "stability": r["stability"],
-                }
-            )
-    return out
 
 
 def ns_per_element_line(records: Sequence[dict[str, Any]]) -> str | None:

@@ -25,6 +25,8 @@ import os
 from collections import deque
 from typing import Any, BinaryIO, Dict, List, Optional, Set, Tuple
 
+from . import records
+
 _GRAPH = 7  # ModelProto.graph
 _NODE, _INIT, _INPUT, _SPARSE_INIT = 1, 5, 11, 15  # GraphProto fields
 _TENSOR_NAME = 8  # TensorProto.name
@@ -66,17 +68,11 @@ class Graph:
 
 
 def _varint(f: BinaryIO) -> Optional[int]:
-    shift = result = 0
-    while True:
-        b = f.read(1)
-        if not b:
-            return None
-        result |= (b[0] & 0x7F) << shift
-        if not b[0] & 0x80:
-            return result
-        shift += 7
-        if shift > 63:
-            raise GraphReadError("bad varint")
+    """records' varint reader (the same protobuf walk), its error as a GraphReadError."""
+    try:
+        return records._varint(f)
+    except ValueError as exc:
+        raise GraphReadError(str(exc)) from None
 
 
 def _fields(f: BinaryIO, end: int):

@@ -310,6 +310,7 @@ def test_simplify_keeps_census_or_keeps_original(monkeypatch):
 
 # --------------------------------------------------------------------------- cache, atomicity
 def test_cache_hit_skips_export(tmp_path, monkeypatch):
+    import edgeattn.export.exporters as ex
     import edgeattn.export.onnx as eo
 
     kw = dict(SMALL_BLOCK, cache_dir=tmp_path / "cache")
@@ -319,8 +320,8 @@ def test_cache_hit_skips_export(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("re-exported on a cache hit")
 
-    monkeypatch.setattr(eo, "export_torchscript", boom)
-    monkeypatch.setattr(eo, "_build_model", boom)
+    monkeypatch.setattr(ex, "export_torchscript", boom)
+    monkeypatch.setattr(eo, "build_model", boom)
     second = export_onnx("block_msa", **kw)
     assert second.cached and second.sha256 == first.sha256
     third = export_onnx("block_msa", output=tmp_path / "copy.onnx", **kw)
@@ -333,7 +334,7 @@ def test_cache_hit_skips_export(tmp_path, monkeypatch):
 def test_failed_verification_leaves_nothing(tmp_path, monkeypatch):
     import edgeattn.export.verify as ev
 
-    monkeypatch.setitem(ev.TOLERANCES, "sima", ev.Tolerance("TOL_IMPOSSIBLE", -1.0, 0.0))
+    monkeypatch.setitem(ev.TOLERANCES, "TOL_SIMA", ev.Tolerance("TOL_IMPOSSIBLE", -1.0, 0.0))
     out = tmp_path / "v.onnx"
     with pytest.raises(ToleranceError, match="TOL_IMPOSSIBLE"):
         export_onnx("block_sima", output=out, **SMALL_BLOCK)
@@ -343,7 +344,7 @@ def test_failed_verification_leaves_nothing(tmp_path, monkeypatch):
 def test_unwritable_output_fails_before_work(monkeypatch, tmp_path):
     import edgeattn.export.onnx as eo
 
-    monkeypatch.setattr(eo, "_build_model", lambda *a, **k: pytest.fail("built the model"))
+    monkeypatch.setattr(eo, "build_model", lambda *a, **k: pytest.fail("built the model"))
     blocker = tmp_path / "file"
     blocker.write_text("")
     for bad in ("/proc/edgeattn-test/x.onnx", str(blocker / "x.onnx")):

@@ -1,5 +1,7 @@
-"""The two torch exporters behind :func:`edgeattn.export.onnx.export_onnx`, and the SimA order
-dispatcher that splices two fixed-order TorchScript exports under one ONNX ``If``."""
+"""The graph writers behind :func:`edgeattn.export.onnx.export_onnx`: the two torch exporters
+(TorchScript, dynamo), a builder named by the model's export facts (a hand-written graph), and
+:func:`write_graph`, which runs the plan's exporter with its fallbacks. The SimA order ``If`` is
+built in :mod:`edgeattn.export.sima_order`."""
 
 from __future__ import annotations
 
@@ -10,17 +12,11 @@ from typing import Any
 
 from edgeattn.errors import ExportError
 from edgeattn.export._capture import captured_fds
-
-DISPATCH_SCOPE = "/order_dispatch"
-
-
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    s = str(exc).strip().splitlines()
-    return (s[0] if s else type(exc).__name__)[:limit]
+from edgeattn.export.util import first_line
 
 
 def wrap_export_error(exc: Exception, opset: int, exporter: str) -> ExportError:
-    msg = _first_line(exc, 500).split(" [Caused by")[0]
+    msg = first_line(exc, 500).split(" [Caused by")[0]
     msg = msg.replace(
         " Please feel free to request support or submit a pull request on PyTorch GitHub: "
         "https://github.com/pytorch/pytorch/issues",
@@ -146,91 +142,70 @@ def _strip_node_metadata(proto: Any) -> None:
         del n.metadata_props[:]
 
 
-def dispatch_formula(
-    model: Any, is_block: bool, sima: list[dict[str, Any]], shape: tuple[int, ...], crossover
-) -> dict[str, Any]:
-    """How the token count N of the SimA layers follows from the input shape."""
-    from edgeattn.attention.order import order_threshold
+def run_builder(plan: Any, opset: int, batch: int, dynamic: bool) -> tuple[Any, dict[str, Any]]:
+    """The hand-written graph of ``plan.facts.builder`` (``"module:function"``)."""
+    import importlib
 
-    toks = {s["tokens"] for s in sima}
-    hds = {s["head_dim"] for s in sima}
-    if len(toks) != 1 or len(hds) != 1:
-        raise ExportError(
-            "order=auto with a dynamic token axis needs every SimA layer to see the same token "
-            f"count and head dim (got tokens {sorted(toks)}, head dims {sorted(hds)}); "
-            "use --order qk_first/kv_first or a static shape"
+    mod, _, fn = plan.facts.builder.partition(":")
+    build = getattr(importlib.import_module(mod), fn)
+    return build(plan.model, opset=opset, batch=batch, dynamic=dynamic)
+
+
+def write_graph(plan: Any, req: Any, timings: dict[str, float]) -> tuple[Any, dict[str, Any]]:
+    """The ONNX graph of ``plan`` by its exporter, falling back where the other one can write
+    the opset (recorded in ``plan.notes``); returns it and the simplify facts when the path
+    simplified on its own (the two-branch If), else ``{}``."""
+    import torch
+
+    from edgeattn.export.plan import DYNAMO_MIN_OPSET, TORCHSCRIPT_MAX_OPSET
+    from edgeattn.export.util import SEED, randn
+
+    opset, order = req.opset, plan.order
+    if plan.exporter == "onnx.helper":
+        proto, info = run_builder(plan, opset, req.batch, req.dynamic)
+        order.info["implementation"] = info.get("implementation")
+        plan.extra_spec = dict(info.get("spec") or {})
+        return proto, {"applied": False, "reason": "hand-built graph, nothing to simplify"}
+    example = plan.x
+    if req.dynamic and req.batch == 1:
+        # torch.export specialises a size-1 dim; trace with batch 2 to keep the batch symbolic
+        example = torch.from_numpy(randn((2, *plan.shape[1:]), SEED))
+    names = (plan.in_name, plan.out_name, plan.dyn_axes, plan.out_dyn)
+    if plan.exporter == "dynamo":
+        try:
+            proto = export_dynamo(plan.model, example, opset, *names)
+            if order.runtime_if:
+                order.info["implementation"] = "dynamo torch.cond: one If per SimA layer"
+            return proto, {}
+        except (ExportError, Specialized) as exc:
+            if req.exporter == "dynamo" or opset > TORCHSCRIPT_MAX_OPSET:
+                raise ExportError(str(exc)) from None
+            plan.notes.append(f"dynamo export failed, fell back to TorchScript: {first_line(exc)}")
+            plan.exporter = "torchscript"
+    if order.runtime_if:
+        from edgeattn.export.sima_order import export_both_orders, splice_orders
+
+        branches, sinfo = export_both_orders(
+            plan.model,
+            req.crossover,
+            lambda m: export_torchscript(m, example, opset, *names),
+            req.simplify,
+            timings,
         )
-    n = toks.pop()
-    thr = order_threshold(hds.pop(), crossover)
-    if is_block:
-        if n != shape[1]:
-            raise ExportError(f"internal: SimA saw {n} tokens for an input of {shape[1]}")
-        return {"kind": "block", "threshold": thr, "formula": "N = x.shape[1]"}
-    H, W = shape[2], shape[3]
-    cfg = getattr(model, "config", None)
-    cands = [getattr(cfg, "patch_size", None)] + [4, 8, 14, 16, 32, 1, 2]
-    for p in cands:
-        if not isinstance(p, int) or p <= 0 or H % p or W % p:
-            continue
-        extra = n - (H // p) * (W // p)
-        if 0 <= extra <= 2:
-            return {
-                "kind": "net",
-                "patch": p,
-                "extra": extra,
-                "threshold": thr,
-                "formula": f"N = (H//{p})*(W//{p})" + (f" + {extra}" if extra else ""),
-            }
-    raise ExportError(
-        f"cannot relate the SimA token count {n} to the image {H}x{W}; use --order or --static"
-    )
-
-
-def splice_orders(branches: list[tuple[str, Any]], dispatch: dict[str, Any], in_name: str) -> Any:
-    from onnx import TensorProto, helper
-
-    from edgeattn.export.graph import splice_if
-
-    def const(name: str, v: int) -> Any:
-        return helper.make_tensor(name, TensorProto.INT64, [], [int(v)])
-
-    s = DISPATCH_SCOPE
-    p = "order_dispatch/"
-    nodes = [helper.make_node("Shape", [in_name], [p + "shape"], name=f"{s}/Shape")]
-    inits = [const(p + "threshold", dispatch["threshold"])]
-    if dispatch["kind"] == "block":
-        inits.append(const(p + "axis_tokens", 1))
-        nodes.append(
-            helper.make_node(
-                "Gather",
-                [p + "shape", p + "axis_tokens"],
-                [p + "tokens"],
-                name=f"{s}/Gather",
-                axis=0,
-            )
+        order.info["implementation"] = (
+            "TorchScript twice (qk_first, kv_first) spliced under one If on the token count"
         )
-    else:
-        inits += [
-            const(p + "axis_h", 2),
-            const(p + "axis_w", 3),
-            const(p + "patch", dispatch["patch"]),
-            const(p + "extra", dispatch["extra"]),
-        ]
-        nodes += [
-            helper.make_node(
-                "Gather", [p + "shape", p + "axis_h"], [p + "h"], name=f"{s}/Gather", axis=0
-            ),
-            helper.make_node(
-                "Gather", [p + "shape", p + "axis_w"], [p + "w"], name=f"{s}/Gather_1", axis=0
-            ),
-            helper.make_node("Div", [p + "h", p + "patch"], [p + "hp"], name=f"{s}/Div"),
-            helper.make_node("Div", [p + "w", p + "patch"], [p + "wp"], name=f"{s}/Div_1"),
-            helper.make_node("Mul", [p + "hp", p + "wp"], [p + "grid"], name=f"{s}/Mul"),
-            helper.make_node("Add", [p + "grid", p + "extra"], [p + "tokens"], name=f"{s}/Add"),
-        ]
-    nodes.append(
-        helper.make_node(
-            "Less", [p + "tokens", p + "threshold"], [p + "use_qk_first"], name=f"{s}/Less"
-        )
-    )
-    return splice_if(branches, nodes, inits, p + "use_qk_first", f"{s}/If")
+        return splice_orders(branches, order.dispatch, plan.in_name), sinfo
+    try:
+        return export_torchscript(plan.model, example, opset, *names), {}
+    except ExportError as exc:
+        if req.exporter != "auto" or opset < DYNAMO_MIN_OPSET:
+            if opset < DYNAMO_MIN_OPSET and exc.hint is None:
+                exc.hint = (
+                    f"the dynamo exporter may export it at opset {DYNAMO_MIN_OPSET} or "
+                    f"newer (--opset {DYNAMO_MIN_OPSET})"
+                )
+            raise
+        plan.notes.append(f"TorchScript export failed, used dynamo: {exc}")
+        plan.exporter = "dynamo"
+        return export_dynamo(plan.model, example, opset, *names), {}

@@ -9,6 +9,9 @@ N=1024: unfused 32.9 ms, Attention 31.9 ms, MultiHeadAttention 31.3 ms; N=3136: 
 245 ms, Attention 248 ms, MultiHeadAttention 216 ms. ``MultiHeadAttention`` is the default;
 ``fused_op="Attention"`` selects the other. Both are built with :mod:`onnx.helper` from the
 weights of a ``block_msa`` module, so the graph computes exactly that block.
+
+The registered model ``block_msa_fused`` (:mod:`edgeattn.models.block`) is that block with a
+``fused_op``; its export facts name :func:`build_fused_msa` as its builder.
 """
 
 from __future__ import annotations
@@ -17,20 +20,17 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-FUSED_NAME = "block_msa_fused"
-FUSED_OPS = ("MultiHeadAttention", "Attention")
-DEFAULT_FUSED_OP = "MultiHeadAttention"
+from edgeattn.models.block import FUSED_OPS
+
+DEFAULT_FUSED_OP = FUSED_OPS[0]
 
 
 def build_fused_msa(
-    block,
-    *,
-    opset: int,
-    batch: int,
-    dynamic: bool,
-    fused_op: str = DEFAULT_FUSED_OP,
-) -> onnx.ModelProto:
-    """ONNX model ``x (B, N, C) -> y (B, N, C)`` equal to ``block`` (an edgeattn ``block_msa``)."""
+    block, *, opset: int, batch: int, dynamic: bool
+) -> tuple[onnx.ModelProto, dict[str, object]]:
+    """ONNX model ``x (B, N, C) -> y (B, N, C)`` equal to ``block`` (a ``block_msa_fused``, or a
+    ``block_msa`` for the default op), and what export records of it."""
+    fused_op = getattr(block, "fused_op", DEFAULT_FUSED_OP)
     if fused_op not in FUSED_OPS:
         raise ValueError(f"fused_op={fused_op!r}; valid: {', '.join(FUSED_OPS)}")
     attn = block.attn
@@ -112,4 +112,5 @@ def build_fused_msa(
         ir_version=helper.find_min_ir_version_for(ops, ignore_unknown=True),
         producer_name="edgeattn",
     )
-    return model
+    impl = f"com.microsoft::{fused_op}"
+    return model, {"implementation": impl, "spec": {"fused_op": impl}}

@@ -53,17 +53,23 @@ TOL_SIMA = Tolerance("TOL_SIMA", atol=1e-4, rtol=1e-4)
 #: or landmark op) is off by O(1e-2..1) and still fails.
 TOL_SOFT = Tolerance("TOL_SOFT", atol=1e-3, rtol=1e-3)
 
+#: By name: a model's export facts name theirs (``ExportFacts.tolerance``) and say why.
 TOLERANCES: dict[str, Tolerance] = {
-    "softmax": TOL_SOFTMAX,
-    "fused": TOL_FUSED,
-    "xca": TOL_XCA,
-    "sima": TOL_SIMA,
-    "soft": TOL_SOFT,
+    t.name: t for t in (TOL_SOFTMAX, TOL_FUSED, TOL_XCA, TOL_SIMA, TOL_SOFT)
 }
 
 
-def tolerance_for(method: str) -> Tolerance:
-    return TOLERANCES.get(method, TOL_SOFTMAX)
+def tolerance_for(name: str | None) -> Tolerance:
+    """The bound named ``name`` (None: :data:`TOL_SOFTMAX`); an unknown name is an error."""
+    if name is None:
+        return TOL_SOFTMAX
+    try:
+        return TOLERANCES[name]
+    except KeyError:
+        raise ExportError(
+            f"unknown verification tolerance {name!r} in the model's export facts; "
+            f"valid: {', '.join(TOLERANCES)}"
+        ) from None
 
 
 def check_onnx(model: onnx.ModelProto) -> dict[str, Any]:

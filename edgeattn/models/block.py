@@ -3,7 +3,8 @@ output projection) on a (B, N, C) token tensor, nothing else, so timing isolates
 
 ``block_msa`` (softmax, (QKᵀ)V), ``block_sima`` (l1, no softmax; order auto/qk_first/kv_first),
 ``block_xca`` (XCiT cross-covariance softmax over d×d), ``block_soft`` (Gaussian kernel, Nyström
-landmarks, Newton inverse) and ``block_soft_norm`` (SOFT-Norm).
+landmarks, Newton inverse), ``block_soft_norm`` (SOFT-Norm) and ``block_msa_fused`` (``block_msa``
+exported as ONNX Runtime's fused attention op, by the builder its export facts name).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from edgeattn.errors import ModelError
-from edgeattn.models.registry import register_model
+from edgeattn.models.registry import ExportFacts, register_variants
 
 KINDS = ("msa", "sima", "xca", "soft", "soft_norm")
 
@@ -135,16 +136,80 @@ def _build(kind: str, **kw) -> AttentionBlock:
     return AttentionBlock(BlockConfig(kind=kind, grid=grid, **kw))
 
 
-@register_model(family="block")
-def block_msa(
-    dim: int = 384, heads: int = 6, tokens: int = 4096, qkv_bias: bool = True
+_TOKENS = dict(input="tokens")
+#: Export facts per block kind (edgeattn.export reads these; see registry.ExportFacts).
+BLOCK_FACTS: dict[str, ExportFacts] = {
+    "msa": ExportFacts(**_TOKENS),
+    "xca": ExportFacts(
+        **_TOKENS,
+        method="xca",
+        tolerance="TOL_XCA",
+        tolerance_reason="l2-normalised q, k and a d×d softmax: as benign as softmax attention",
+    ),
+    "sima": ExportFacts(
+        **_TOKENS,
+        method="sima",
+        tolerance="TOL_SIMA",
+        tolerance_reason="l1 normalisation then two float32 products, the order chosen alike",
+    ),
+    "soft": ExportFacts(
+        **_TOKENS,
+        method="soft",
+        tolerance="TOL_SOFT",
+        tolerance_reason="20 float32 Newton steps for the landmark inverse amplify rounding",
+        fixed_grid=(
+            "SOFT attention lays the tokens out on the fixed (H, W) grid stored in the block "
+            "(landmark conv and the depthwise conv on V need it)"
+        ),
+    ),
+    "msa_fused": ExportFacts(
+        **_TOKENS,
+        method="fused",
+        tolerance="TOL_FUSED",
+        tolerance_reason="ORT's fused attention kernel blocks the softmax reductions differently",
+        builder="edgeattn.export.fused:build_fused_msa",
+    ),
+}
+BLOCK_FACTS["soft_norm"] = BLOCK_FACTS["soft"]
+
+_DOCS = {
+    "msa": "Softmax multi-head self-attention (DeiT), (QKᵀ)V, quadratic in tokens.",
+    "xca": "XCiT cross-covariance attention: softmax over the d×d channel map, linear in tokens.",
+    "sima": "SimA: l1-normalised Q, K over tokens, no softmax; (QKᵀ)V or Q(KᵀV) by `order`.",
+    "soft": "SOFT: Gaussian kernel, Q=K, Nyström landmarks (fixed m by default), Newton inverse.",
+    "soft_norm": "SOFT-Norm: SOFT with the symmetric D^-1/2 normalisation of the bottleneck "
+    "inverse.",
+    "msa_fused": "block_msa written with ONNX Runtime's fused attention op (com.microsoft "
+    "MultiHeadAttention, or Attention by fused_op).",
+}
+
+
+def _variants(*kinds: str) -> dict[str, str]:
+    return {f"block_{k}": k for k in kinds}
+
+
+def _doc(name: str, kind: str) -> str:
+    return _DOCS[kind]
+
+
+def _facts(name: str, kind: str) -> ExportFacts:
+    return BLOCK_FACTS[kind]
+
+
+_BLOCK = dict(family="block", doc=_doc, export=_facts)
+
+
+@register_variants(_variants("msa", "xca"), **_BLOCK)
+def _plain_block(
+    name: str, kind: str, dim: int = 384, heads: int = 6, tokens: int = 4096, qkv_bias: bool = True
 ) -> AttentionBlock:
-    """Softmax multi-head self-attention (DeiT), (QKᵀ)V, quadratic in tokens."""
-    return _build("msa", dim=dim, heads=heads, tokens=tokens, qkv_bias=qkv_bias)
+    return _build(kind, dim=dim, heads=heads, tokens=tokens, qkv_bias=qkv_bias)
 
 
-@register_model(family="block")
-def block_sima(
+@register_variants(_variants("sima"), **_BLOCK)
+def _sima_block(
+    name: str,
+    kind: str,
     dim: int = 384,
     heads: int = 6,
     tokens: int = 4096,
@@ -152,9 +217,8 @@ def block_sima(
     order: str = "auto",
     crossover: int | None = None,
 ) -> AttentionBlock:
-    """SimA: l1-normalised Q, K over tokens, no softmax; (QKᵀ)V or Q(KᵀV) by `order`."""
     return _build(
-        "sima",
+        kind,
         dim=dim,
         heads=heads,
         tokens=tokens,
@@ -164,50 +228,65 @@ def block_sima(
     )
 
 
-@register_model(family="block")
-def block_xca(
-    dim: int = 384, heads: int = 6, tokens: int = 4096, qkv_bias: bool = True
+@register_variants(_variants("soft", "soft_norm"), **_BLOCK)
+def _soft_block(
+    name: str,
+    kind: str,
+    dim: int = 384,
+    heads: int = 6,
+    tokens: int = 4096,
+    grid: tuple[int, int] | None = None,
+    qkv_bias: bool = True,
+    landmarks: str = "adaptive",
+    num_landmarks: int = 49,
+    ratio: int = 8,
+    conv_size: int = 3,
+    newton_iters: int = 20,
 ) -> AttentionBlock:
-    """XCiT cross-covariance attention: softmax over the d×d channel map, linear in tokens."""
-    return _build("xca", dim=dim, heads=heads, tokens=tokens, qkv_bias=qkv_bias)
+    return _build(
+        kind,
+        dim=dim,
+        heads=heads,
+        tokens=tokens,
+        grid=grid,
+        qkv_bias=qkv_bias,
+        landmarks=landmarks,
+        num_landmarks=num_landmarks,
+        ratio=ratio,
+        conv_size=conv_size,
+        newton_iters=newton_iters,
+    )
 
 
-def _soft_entry(kind: str, doc: str):
-    def entry(
-        dim: int = 384,
-        heads: int = 6,
-        tokens: int = 4096,
-        grid: tuple[int, int] | None = None,
-        qkv_bias: bool = True,
-        landmarks: str = "adaptive",
-        num_landmarks: int = 49,
-        ratio: int = 8,
-        conv_size: int = 3,
-        newton_iters: int = 20,
-    ) -> AttentionBlock:
-        return _build(
-            kind,
-            dim=dim,
-            heads=heads,
-            tokens=tokens,
-            grid=grid,
-            qkv_bias=qkv_bias,
-            landmarks=landmarks,
-            num_landmarks=num_landmarks,
-            ratio=ratio,
-            conv_size=conv_size,
-            newton_iters=newton_iters,
-        )
-
-    entry.__name__ = entry.__qualname__ = f"block_{kind}"
-    entry.__doc__ = doc
-    return register_model(entry, family="block")
+FUSED_OPS = ("MultiHeadAttention", "Attention")
 
 
-block_soft = _soft_entry(
-    "soft", "SOFT: Gaussian kernel, Q=K, Nyström landmarks (fixed m by default), Newton inverse."
-)
-block_soft_norm = _soft_entry(
-    "soft_norm",
-    "SOFT-Norm: SOFT with the symmetric D^-1/2 normalisation of the bottleneck inverse.",
-)
+class FusedMSABlock(AttentionBlock):
+    """A ``block_msa`` whose export is ONNX Runtime's fused attention op (``fused_op``); its
+    torch forward is the unfused block, the reference the fused graph is verified against."""
+
+    def __init__(self, cfg: BlockConfig, fused_op: str) -> None:
+        super().__init__(cfg)
+        self.fused_op = fused_op
+
+
+@register_variants(_variants("msa_fused"), **_BLOCK)
+def _fused_block(
+    name: str,
+    kind: str,
+    dim: int = 384,
+    heads: int = 6,
+    tokens: int = 4096,
+    qkv_bias: bool = True,
+    fused_op: str = "MultiHeadAttention",
+) -> AttentionBlock:
+    if fused_op not in FUSED_OPS:
+        raise ModelError(f"fused_op={fused_op!r}; valid: {', '.join(FUSED_OPS)}")
+    cfg = BlockConfig(kind="msa", dim=dim, heads=heads, tokens=tokens, qkv_bias=qkv_bias)
+    return FusedMSABlock(cfg, fused_op)
+
+
+block_msa, block_xca = _plain_block.values()
+(block_sima,) = _sima_block.values()
+block_soft, block_soft_norm = _soft_block.values()
+(block_msa_fused,) = _fused_block.values()

@@ -25,8 +25,7 @@ resize is written as its two separable weight matrices, ``W_h @ P @ W_w^T``
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -35,7 +34,7 @@ from edgeattn.attention.sima import SimA
 from edgeattn.attention.softmax import Attention
 from edgeattn.errors import ModelError
 from edgeattn.models.layers import Mlp, init_vit_weights
-from edgeattn.models.registry import PaperFigures, register_model
+from edgeattn.models.registry import ExportFacts, PaperFigures, register_variants
 from edgeattn.models.sima import (
     check_img_size,
     check_input_size,
@@ -214,53 +213,78 @@ class VisionTransformer(nn.Module):
         return self.head(self.forward_features(x))
 
 
-def _make_entry(name: str, attention: str, size: str) -> Callable[..., nn.Module]:
+def _fixed(name: str, spec: tuple[str, str]) -> dict:
+    attention, size = spec
     embed_dim, depth, num_heads = DEIT_SIZES[size]
-    fixed = dict(
+    return dict(
         name=name, attention=attention, embed_dim=embed_dim, depth=depth, num_heads=num_heads
     )
-    if attention == "sima":
 
-        def entry(
-            img_size: int = 224,
-            num_classes: int = 1000,
-            order: str = "auto",
-            crossover: int | None = None,
-            layer_scale: float | None = None,
-        ) -> VisionTransformer:
-            cfg = DeiTConfig(
-                **fixed,
-                img_size=img_size,
-                num_classes=num_classes,
-                order=order,
-                crossover=crossover,
-                layer_scale=layer_scale,
-            )
-            return VisionTransformer(cfg)
 
-    else:
-
-        def entry(img_size: int = 224, num_classes: int = 1000) -> VisionTransformer:
-            cfg = DeiTConfig(**fixed, img_size=img_size, num_classes=num_classes)
-            return VisionTransformer(cfg)
-
+def _deit_doc(name: str, spec: tuple[str, str]) -> str:
+    attention, size = spec
+    embed_dim, depth, num_heads = DEIT_SIZES[size]
     kind = "SimA" if attention == "sima" else "softmax"
-    entry.__name__ = entry.__qualname__ = name
-    entry.__doc__ = (
+    return (
         f"DeiT-{size} ({kind} attention): dim {embed_dim}, depth {depth}, {num_heads} heads, "
         "patch 16."
     )
-    return entry
 
 
-DEIT_MODELS = []
-for _size in DEIT_SIZES:
-    for _prefix, _attention in (("deit", "softmax"), ("sima_deit", "sima")):
-        _name = f"{_prefix}_{_size}_patch16_224"
-        _paper = None
-        if _name == "deit_small_patch16_224":  # as the SOFT paper's Table 3 quotes DeiT-S
-            _paper = PaperFigures(22, 4.6, "DeiT-S in SOFT paper Table 3")
-        register_model(
-            _make_entry(_name, _attention, _size), name=_name, family="deit", paper=_paper
-        )
-        DEIT_MODELS.append(_name)
+def _deit_paper(name: str, spec: tuple[str, str]) -> PaperFigures | None:
+    if name == "deit_small_patch16_224":  # as the SOFT paper's Table 3 quotes DeiT-S
+        return PaperFigures(22, 4.6, "DeiT-S in SOFT paper Table 3")
+    return None
+
+
+#: Export facts: patch 16, and the class token joins the patch tokens in every block, so the
+#: SimA layers see N = (H/16)(W/16) + 1.
+DEIT_EXPORT = ExportFacts(patch=16, extra_tokens=1)
+SIMA_DEIT_EXPORT = replace(
+    DEIT_EXPORT,
+    method="sima",
+    tolerance="TOL_SIMA",
+    tolerance_reason="l1 normalisation then two float32 products, the order chosen alike",
+)
+_KIND = dict(family="deit", doc=_deit_doc, paper=_deit_paper)
+
+
+@register_variants(
+    {f"deit_{size}_patch16_224": ("softmax", size) for size in DEIT_SIZES},
+    export=DEIT_EXPORT,
+    **_KIND,
+)
+def _deit(
+    name: str, spec: tuple[str, str], img_size: int = 224, num_classes: int = 1000
+) -> VisionTransformer:
+    return VisionTransformer(
+        DeiTConfig(**_fixed(name, spec), img_size=img_size, num_classes=num_classes)
+    )
+
+
+@register_variants(
+    {f"sima_deit_{size}_patch16_224": ("sima", size) for size in DEIT_SIZES},
+    export=SIMA_DEIT_EXPORT,
+    **_KIND,
+)
+def _sima_deit(
+    name: str,
+    spec: tuple[str, str],
+    img_size: int = 224,
+    num_classes: int = 1000,
+    order: str = "auto",
+    crossover: int | None = None,
+    layer_scale: float | None = None,
+) -> VisionTransformer:
+    cfg = DeiTConfig(
+        **_fixed(name, spec),
+        img_size=img_size,
+        num_classes=num_classes,
+        order=order,
+        crossover=crossover,
+        layer_scale=layer_scale,
+    )
+    return VisionTransformer(cfg)
+
+
+DEIT_MODELS = sorted([*_deit, *_sima_deit])

@@ -1,8 +1,18 @@
-"""Model registry: variants are data behind ``@register_model`` (timm-style).
+"""Model registry: variants are data behind one decorator (timm-style), each with its export facts.
 
 A registered entry point is a function ``fn(**overrides) -> nn.Module``. It receives only
 overrides the user passed; unknown override names are rejected here, before construction, with
 the list of valid ones.
+
+Two ways in, one mechanism: :func:`register_model` registers one function;
+:func:`register_variants` registers one entry per item of a dict of sizes behind a template
+function, and sets each entry's ``__name__`` and ``__doc__``. Every entry carries
+:class:`ExportFacts`: what :mod:`edgeattn.export` needs to know about the model (input kind and
+names, dynamic axes, patch and extra tokens, a fixed token grid, the verification tolerance and
+why, a hand-written graph builder), declared by the family, never guessed by the exporter.
+
+Families register themselves: every public module of :mod:`edgeattn.models` is imported on the
+first look-up, so a new family is a new file there and nothing else.
 """
 
 from __future__ import annotations
@@ -10,19 +20,11 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from edgeattn.errors import ModelError
-
-_FAMILY_MODULES = (
-    "edgeattn.models.soft",
-    "edgeattn.models.sima",
-    "edgeattn.models.xcit",
-    "edgeattn.models.deit",
-    "edgeattn.models.block",
-)
 
 
 @dataclass(frozen=True)
@@ -38,13 +40,82 @@ class PaperFigures:
 
 
 @dataclass(frozen=True)
+class InputSpec:
+    """Names and dynamic axes of one input kind (the ONNX file's single input and output)."""
+
+    input_name: str
+    output_name: str
+    dynamic_axes: Mapping[int, str]
+    output_dynamic_axes: Mapping[int, str]
+
+
+#: ``image``: ``(B, C, H, W) -> logits (B, classes)``; the model's ``config`` gives ``img_size``
+#: (default 224) and ``in_chans`` (default 3). ``tokens``: ``(B, N, C) -> (B, N, C)``; the
+#: model's ``config`` gives ``tokens``, ``dim`` and ``heads``.
+INPUT_KINDS: dict[str, InputSpec] = {
+    "image": InputSpec("image", "logits", {0: "batch", 2: "height", 3: "width"}, {0: "batch"}),
+    "tokens": InputSpec("x", "y", {0: "batch", 1: "tokens"}, {0: "batch", 1: "tokens"}),
+}
+
+
+@dataclass(frozen=True)
+class ExportFacts:
+    """What export is told about a model (one declaration per family; see the module doc).
+
+    * ``input``: a key of :data:`INPUT_KINDS` (names and dynamic axes follow from it).
+    * ``method``: the attention method recorded in the export spec (``softmax``, ``sima`` ...).
+    * ``tolerance``: the name of the verification bound in
+      :data:`edgeattn.export.verify.TOLERANCES`; ``tolerance_reason`` says why that one.
+    * ``patch`` and ``extra_tokens`` (image input): the SimA layers see
+      ``N = (H // patch) * (W // patch) + extra_tokens`` tokens, which the runtime order ``If``
+      computes from the input shape.
+    * ``size_multiple`` (image input): the sides a dynamic export is checked at move by this
+      (default: ``patch``, else 32).
+    * ``fixed_grid``: why the token axis cannot be dynamic (the block holds a fixed grid);
+      ``None`` when it can.
+    * ``builder``: ``"module:function"`` writing the ONNX graph by hand instead of a torch
+      exporter: ``fn(model, *, opset, batch, dynamic) -> (ModelProto, info)`` with ``info``
+      ``{"implementation": str, "spec": {extra spec fields}}``.
+    * ``softmax_hint``: the hint given when ``--strict-softmax-free`` finds a softmax.
+    """
+
+    input: str = "image"
+    method: str = "softmax"
+    tolerance: str = "TOL_SOFTMAX"
+    tolerance_reason: str = "float32 GEMMs and softmax: ORT and PyTorch differ by summation order"
+    patch: int | None = None
+    extra_tokens: int = 0
+    size_multiple: int | None = None
+    fixed_grid: str | None = None
+    builder: str | None = None
+    softmax_hint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.input not in INPUT_KINDS:
+            raise ValueError(f"input={self.input!r}; valid: {', '.join(INPUT_KINDS)}")
+
+    @property
+    def io(self) -> InputSpec:
+        return INPUT_KINDS[self.input]
+
+    @property
+    def is_tokens(self) -> bool:
+        return self.input == "tokens"
+
+    @property
+    def step(self) -> int:
+        """Pixels an image side moves by between the sizes a dynamic export is verified at."""
+        return self.size_multiple or self.patch or 32
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     name: str
     fn: Callable[..., Any]
     family: str
-    defaults: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     paper: PaperFigures | None = None
+    export: ExportFacts = field(default_factory=ExportFacts)
 
     @property
     def options(self) -> list[str]:
@@ -70,13 +141,14 @@ def register_model(
     *,
     name: str | None = None,
     family: str | None = None,
-    defaults: dict[str, Any] | None = None,
     description: str = "",
     paper: PaperFigures | None = None,
+    export: ExportFacts | None = None,
 ) -> Any:
     """Register ``fn`` as a model entry point (usable bare or with keyword arguments).
 
-    ``paper``: the published parameters / GFLOPs, shown beside edgeattn's own count."""
+    ``paper``: the published parameters / GFLOPs, shown beside edgeattn's own count.
+    ``export``: the model's :class:`ExportFacts` (default: an image net with softmax bounds)."""
 
     def deco(f: Callable[..., Any]) -> Callable[..., Any]:
         key = name or f.__name__
@@ -87,9 +159,9 @@ def register_model(
             key,
             f,
             fam,
-            dict(defaults or {}),
             description or (f.__doc__ or "").strip().split("\n")[0],
             paper,
+            export or ExportFacts(),
         )
         return f
 
@@ -98,14 +170,63 @@ def register_model(
     return deco
 
 
+def _per_variant(value: Any, name: str, spec: Any) -> Any:
+    return value(name, spec) if callable(value) else value
+
+
+def register_variants(
+    variants: Mapping[str, Any],
+    *,
+    family: str,
+    doc: str | Callable[[str, Any], str],
+    export: ExportFacts | Callable[[str, Any], ExportFacts] | None = None,
+    paper: PaperFigures | Callable[[str, Any], PaperFigures | None] | None = None,
+) -> Callable[[Callable[..., Any]], dict[str, Callable[..., Any]]]:
+    """Decorator on a template ``fn(name, spec, **options) -> nn.Module``: registers one entry
+    ``name`` per item of ``variants`` (``name -> spec``, the variant's sizes) taking ``**options``.
+
+    The decorator sets each entry's ``__name__``/``__qualname__`` (the name) and ``__doc__``
+    (``doc``, or ``doc(name, spec)``); ``export`` and ``paper`` are one value for the family or
+    a function of ``(name, spec)``. Returns ``{name: entry}``."""
+
+    def deco(template: Callable[..., Any]) -> dict[str, Callable[..., Any]]:
+        sig = inspect.signature(template)
+        params = list(sig.parameters.values())[2:]  # after (name, spec)
+        entries = {}
+        for vname, spec in variants.items():
+
+            def entry(*, _n: str = vname, _s: Any = spec, **options: Any) -> Any:
+                return template(_n, _s, **options)
+
+            entry.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+            entry.__name__ = entry.__qualname__ = vname
+            entry.__module__ = template.__module__
+            entry.__doc__ = _per_variant(doc, vname, spec)
+            register_model(
+                entry,
+                family=family,
+                paper=_per_variant(paper, vname, spec),
+                export=_per_variant(export, vname, spec),
+            )
+            entries[vname] = entry
+        return entries
+
+    return deco
+
+
 def _load_all() -> None:
+    """Import every public module of :mod:`edgeattn.models`: each family registers itself."""
     global _LOADED
     if _LOADED:
         return
     import importlib
+    import pkgutil
 
-    for mod in _FAMILY_MODULES:
-        importlib.import_module(mod)
+    import edgeattn.models as pkg
+
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{pkg.__name__}.{info.name}")
     _LOADED = True
 
 
@@ -136,8 +257,19 @@ def model_info(name: str) -> ModelEntry:
     return get_entry(name)
 
 
+def entry_of(model: Any) -> ModelEntry | None:
+    """The registry entry a module was built from by :func:`create_model`, else None."""
+    name = getattr(model, "registry_name", None)
+    if not isinstance(name, str):
+        return None
+    _load_all()
+    return _REGISTRY.get(name)
+
+
 def create_model(name: str, checkpoint: str | None = None, **overrides: Any) -> Any:
-    """Build a registered model in eval mode; optionally load an official checkpoint strictly."""
+    """Build a registered model in eval mode; optionally load an official checkpoint strictly.
+
+    The module remembers its entry (``model.registry_name``), so export finds its facts."""
     entry = get_entry(name)
     sig = inspect.signature(entry.fn)
     accepts_var = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
@@ -151,6 +283,7 @@ def create_model(name: str, checkpoint: str | None = None, **overrides: Any) -> 
                 f"unknown override {bad[0]!r} for model {name!r}{extra}; valid: {', '.join(valid)}"
             )
     model = entry.fn(**overrides)
+    model.registry_name = name
     if checkpoint is not None:
         from edgeattn.models.checkpoint import load_checkpoint
 

@@ -10,7 +10,7 @@ class attention's ``qkv`` into ``q``, ``k``, ``v``; :mod:`edgeattn.models.checkp
 
 from __future__ import annotations
 
-from edgeattn.models.registry import PaperFigures
+from edgeattn.models.registry import ExportFacts, PaperFigures
 from edgeattn.models.sima import register_family
 
 # Parameters from the official XCiT README's model zoo (facebookresearch/xcit; its GFLOPs column is
@@ -29,4 +29,11 @@ XCIT_PAPER = {
     }.items()
 }
 
-XCIT_MODELS = register_family("xcit", "xca", "xcit", paper=XCIT_PAPER)
+#: Export facts of the XCiT nets (the patch size is filled in per variant).
+XCIT_EXPORT = ExportFacts(
+    method="xca",
+    tolerance="TOL_XCA",
+    tolerance_reason="l2-normalised q, k and a d×d softmax: as benign as softmax attention",
+)
+
+XCIT_MODELS = register_family("xcit", "xca", "xcit", paper=XCIT_PAPER, export=XCIT_EXPORT)

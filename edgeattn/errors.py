@@ -37,3 +37,14 @@ class BenchError(EdgeAttnError):
 
 class RemoteError(EdgeAttnError):
     """SSH transport failure (unreachable, auth, host key) or a failure on the device."""
+
+
+# -- exit codes: one table for the CLI, the bench (its runtime subprocess) and the remote helper.
+# The device runtime (edgeattn.runtime.__main__, Python 3.8, imports nothing of the host package)
+# keeps its own copy of the first five; tests/test_cli_help.py checks they agree.
+EXIT_OK = 0
+EXIT_ERROR = 1  #: a typed error, shown as one line (and a hint)
+EXIT_USAGE = 2  #: bad arguments (click's usage error; the runtime's bad spec)
+EXIT_RUN_FAILED = 3  #: it ran, and some measurement failed (its record says why)
+EXIT_INTERRUPTED = 130  #: Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  #: SIGTERM (128 + SIGTERM)

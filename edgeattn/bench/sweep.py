@@ -336,3 +336,162 @@ def ns_per_element_line(records: Sequence[dict[str, Any]]) -> str | None:
             n = (rec.get("meta") or {}).get("tokens")
             parts.append(f"N={n} Softmax {npe['op_softmax']:.3f} / l1 {npe['op_l1']:.3f}")
     return "pure op over (B,h,N,N), ns per element: " + "; ".join(parts) if parts else None
+
+
+# ------------------------------------------------------------------ the sweep, end to end
+
+REGIMES = ("tokens", "channels", "crossover", "both")
+
+
+@dataclass
+class SweepPlan:
+    """What a sweep measures: its jobs (each once) and the (D, h) of each crossover it reads."""
+
+    regime: str
+    dim: int
+    jobs: list[Job]
+    crossover_heads: list[int]
+
+    @property
+    def has_crossover(self) -> bool:
+        return self.regime in ("crossover", "both")
+
+
+def plan_sweep(
+    regime: str = "both",
+    dim: int = 384,
+    heads: int = 6,
+    tokens_grid: str | Sequence[int] | None = TOKENS_GRID,
+    channels_grid: str | Sequence[int] | None = CHANNELS_GRID,
+    channels_tokens: int = 64,
+    crossover_heads: str | Sequence[int] | None = None,
+    crossover_grid: str | Sequence[int] | None = None,
+    methods: str | Sequence[str] | None = None,
+) -> SweepPlan:
+    """The jobs of ``regime`` (tokens, channels, crossover or both = all three), de-duplicated
+    (a crossover point can coincide with a grid point). ``methods`` overrides the tokens and
+    channels regimes' methods; ``crossover_heads`` defaults to ``heads`` and 1."""
+    from edgeattn.bench.core import parse_methods
+
+    if regime not in REGIMES:
+        raise BenchError(f"--regime {regime!r}; valid: {', '.join(REGIMES)}")
+    jobs: list[Job] = []
+    if regime in ("tokens", "both"):
+        ms = parse_methods(methods) if methods else list(TOKENS_METHODS)
+        jobs += tokens_jobs(dim, heads, parse_int_list(tokens_grid, "--tokens-grid"), ms)
+    if regime in ("channels", "both"):
+        ms = parse_methods(methods) if methods else list(CHANNELS_METHODS)
+        grid = parse_int_list(channels_grid, "--channels-grid")
+        jobs += channels_jobs(channels_tokens, heads, grid, ms)
+    xheads = parse_int_list(crossover_heads, "--crossover-heads") or [heads, 1]
+    if regime in ("crossover", "both"):
+        for h in xheads:
+            if dim % h:
+                raise BenchError(f"--crossover-heads {h}: --dim {dim} is not divisible by it")
+            jobs += crossover_jobs(dim, h, parse_int_list(crossover_grid, "--crossover-grid"))
+    seen: set[str] = set()
+    uniq = [j for j in jobs if not (j.id in seen or seen.add(j.id))]  # first of each id
+    return SweepPlan(regime, dim, uniq, xheads)
+
+
+def measure_plan(
+    plan: SweepPlan,
+    settings: Any,
+    out: Any,
+    resume: bool = False,
+    on_progress: Any = None,
+) -> list[dict[str, Any]]:
+    """Export every job, then measure shape by shape (each method alone, then paired); one
+    progress step per export and per measurement. With ``resume``: the records of ``out`` for
+    this plan (what was there and what was added)."""
+    from edgeattn.bench import core
+    from edgeattn.bench.run import _quiet, export_jobs
+
+    say = on_progress or _quiet
+    prepared = export_jobs(plan.jobs, settings, say)
+    groups = core.shape_groups(prepared)
+    records: list[dict[str, Any]] = []
+    for g, grp in enumerate(groups, 1):
+        s = grp[0].shape
+        where = f"point {g}/{len(groups)} N={s.tokens} D={s.dim} h={s.heads}"
+        records += core.measure_local(
+            grp, settings, out, resume, on_progress=lambda m, w=where: say(f"{w}: {m}")
+        )
+    if resume:
+        from edgeattn.runtime.records import read_jsonl
+
+        ids = {j.id for j in plan.jobs} | {g["id"] for g in core.paired_specs(prepared, settings)}
+        records = [r for r in read_jsonl(out) if r.get("id") in ids]
+    return records
+
+
+def crossovers(plan: SweepPlan, records: Sequence[dict[str, Any]]) -> list[Crossover]:
+    """The measured crossover at each of the plan's (D, h); [] when it reads none."""
+    if not plan.has_crossover:
+        return []
+    return [find_crossover(records, plan.dim, h) for h in plan.crossover_heads]
+
+
+def write_crossover(
+    path: Any, records: Sequence[dict[str, Any]], found: Sequence[Crossover]
+) -> dict[str, Any]:
+    """The JSON that ``edgeattn export --crossover`` reads its threshold from (atomically)."""
+    import json
+
+    from edgeattn.runtime.records import write_atomic
+
+    payload = {
+        "device": (records[0].get("device") if records else None),
+        "crossovers": [x.as_dict() for x in found],
+    }
+    write_atomic(str(path), (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+    return payload
+
+
+@dataclass
+class SweepResult:
+    plan: SweepPlan
+    records: list[dict[str, Any]]
+    out: Any
+    crossovers: list[Crossover]
+    crossover_file: Any = None
+    plot: Any = None
+
+
+def run_sweep(
+    plan: SweepPlan,
+    settings: Any,
+    *,
+    out: Any = None,
+    resume: bool = False,
+    plot: Any = None,
+    write_crossover_to: Any = None,
+    memory_guard: bool = True,
+    on_progress: Any = None,
+    on_warning: Any = None,
+    kept: Any = None,
+) -> SweepResult:
+    """``edgeattn sweep``: check the plan (preflight), measure it, read the crossovers, write
+    the crossover file and the plot if asked. ``kept``: ``bench.run.Kept`` for an interrupt."""
+    from pathlib import Path
+
+    from edgeattn.bench import run
+
+    run.check_device(settings.device)
+    out = Path(out or run.default_out("sweep"))
+    run.preflight(
+        "check_sweep", kept, on_warning or run._quiet, jobs=plan.jobs, out=out, plot=plot,
+        write_crossover=write_crossover_to, threads=settings.threads, min_runs=settings.min_runs,
+        min_time=settings.min_time_s, max_time=settings.max_time_s, memory_guard=memory_guard,
+    )  # fmt: skip
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    records = measure_plan(plan, settings, out, resume, on_progress)
+    res = SweepResult(plan, records, out, crossovers(plan, records))
+    if write_crossover_to and res.crossovers:
+        write_crossover(write_crossover_to, records, res.crossovers)
+        res.crossover_file = write_crossover_to
+    if plot:
+        from edgeattn.bench.plot import plot_records
+
+        res.plot = plot_records(records, plot)
+    return res

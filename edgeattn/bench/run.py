@@ -1,0 +1,384 @@
+"""What ``edgeattn bench``, ``profile`` and ``report`` do, as library calls: check the request,
+export, measure (here or on SSH hosts), and hand back the records for the caller to print.
+
+Progress goes to ``on_progress(message)`` (one call per step: each export, each measurement,
+each host's lines), warnings to ``on_warning(message)``. The interrupt bookkeeping (how many
+records a Ctrl-C kept, and the ``--resume`` command that continues) is :class:`Kept`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeattn.bench import core
+from edgeattn.errors import BenchError
+
+Say = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    return None
+
+
+#: where every command's records go unless ``--out`` says otherwise
+RESULTS_DIR = Path("results")
+
+
+def default_out(kind: str) -> Path:
+    """``results/<kind>-<time>.jsonl``: the one default records location (bench, sweep,
+    profile, remote run)."""
+    return RESULTS_DIR / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+
+
+# ------------------------------------------------------------------------- checks before export
+
+
+def check_opt_level(opt_level: str) -> None:
+    from edgeattn.runtime.session import OPT_LEVELS
+
+    if opt_level not in OPT_LEVELS:
+        raise BenchError(f"--opt-level {opt_level!r} is not one of: {', '.join(OPT_LEVELS)}")
+
+
+def check_device(device: str, hosts: Sequence[str] | None = None) -> None:
+    """Fail before exporting anything if the provider name is unknown or (locally) unavailable."""
+    from edgeattn.runtime import session
+
+    try:
+        if hosts:
+            session.provider_for(device)  # availability is checked on the device itself
+        else:
+            session.check_provider(device)
+    except (session.RuntimeSpecError, session.ProviderUnavailableError) as exc:
+        raise BenchError(str(exc).splitlines()[0], hint=getattr(exc, "hint", None)) from None
+
+
+def settings(**kw: Any) -> core.Settings:
+    """``core.Settings`` from keyword values, ``None`` meaning "the default"."""
+    return core.Settings(**{k: v for k, v in kw.items() if v is not None})
+
+
+def preflight(check: str, kept: Kept | None, on_warning: Say, **kw: Any) -> None:
+    """``edgeattn.bench.preflight.<check>(**kw)``: raises on a bad request, warns, and starts
+    ``kept`` on ``kw["out"]``."""
+    from edgeattn.bench import preflight as pf
+
+    for w in getattr(pf, check)(**kw):
+        on_warning(w)
+    if kept is not None:
+        kept.start(kw["out"])
+
+
+# ------------------------------------------------------------------------ interrupt bookkeeping
+
+
+def count_records(path: str | Path | None) -> int:
+    if path is None or not Path(path).is_file():
+        return 0
+    from edgeattn.runtime.records import iter_jsonl
+
+    try:
+        return sum(1 for _ in iter_jsonl(str(path), warn=lambda m: None))
+    except (OSError, ValueError):
+        return 0
+
+
+def rerun_command(argv: Sequence[str], out: str | Path) -> str:
+    """``edgeattn ARGV`` with any ``--out``/``--resume`` replaced by ``--resume --out OUT``."""
+    words: list[str] = []
+    skip = False
+    for w in argv:
+        if skip:
+            skip = False
+        elif w in ("--out", "-o", "--output"):
+            skip = True
+        elif not (w.startswith(("--out=", "--output=")) or w == "--resume"):
+            words.append(w)
+    words += ["--resume", "--out", str(out)]
+    return "edgeattn " + " ".join(shlex.quote(w) for w in words)
+
+
+@dataclass
+class Kept:
+    """Where a command's records go and how many were there before it started."""
+
+    out: Path | None = None
+    before: int = 0
+
+    def start(self, out: str | Path) -> None:
+        self.out, self.before = Path(out), count_records(out)
+
+    def message(self, what: str, argv: Sequence[str]) -> str:
+        """The line an interrupted command ends with: what was kept and how to go on."""
+        if self.out is None:
+            return f"{what}: nothing was measured yet"
+        kept = max(0, count_records(self.out) - self.before)
+        return (
+            f"{what}: {kept} record(s) kept in {self.out}; rerun with: "
+            f"{rerun_command(argv, self.out)}"
+        )
+
+
+# ----------------------------------------------------------------------------------- measuring
+
+
+def export_jobs(jobs: Sequence[core.Job], st: core.Settings, on_progress: Say) -> list[core.Job]:
+    """Export each job (content-hash cached), one progress step per job."""
+    done: list[core.Job] = []
+    for i, j in enumerate(jobs, 1):
+        on_progress(f"export {i}/{len(jobs)}: {j.id}")
+        done += core.prepare([j], st)
+    return done
+
+
+class _HostLines:
+    """``core.run_on_hosts`` prints through a console; this one turns its lines into steps."""
+
+    def __init__(self, on_progress: Say, on_warning: Say) -> None:
+        self.on_progress, self.on_warning = on_progress, on_warning
+
+    def print(self, text: str, *args: Any, **kw: Any) -> None:
+        plain = re.sub(r"\[/?[a-z ]*\]", "", str(text))
+        if plain.startswith("error: "):
+            self.on_warning(plain[len("error: ") :])
+        else:
+            self.on_progress(plain)
+
+
+@dataclass
+class Remote:
+    """How to reach the hosts of ``bench --host`` (the options ``remote run`` takes too)."""
+
+    hosts: list[str]
+    ssh: Any = None  # edgeattn.remote.SSHOptions
+    remote_python: Any = None  # str, or host -> str
+    remote_dir: str | None = None
+    remote_cache: str | None = None
+    keep_remote: bool = False
+    quiet: bool = False
+
+
+def measure(
+    jobs: Sequence[core.Job],
+    st: core.Settings,
+    out: Path,
+    resume: bool = False,
+    remote: Remote | None = None,
+    on_progress: Say = _quiet,
+    on_warning: Say = _quiet,
+    resume_paired: bool = False,
+) -> list[dict[str, Any]]:
+    """Export and measure ``jobs`` here or on ``remote.hosts``; records stream into ``out``.
+    With ``resume``, the records are those of ``out`` for these jobs (and, ``resume_paired``,
+    their shapes' paired groups)."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    jobs = export_jobs(jobs, st, on_progress)
+    if remote is not None and remote.hosts:
+        lines = _HostLines(_quiet if remote.quiet else on_progress, on_warning)
+        records = core.run_on_hosts(
+            remote.hosts,
+            jobs,
+            st,
+            out=out,
+            resume=resume,
+            console=lines,
+            ssh=remote.ssh,
+            remote_python=remote.remote_python,
+            remote_dir=remote.remote_dir,
+            remote_cache=remote.remote_cache,
+            keep_remote=remote.keep_remote,
+        )
+    else:
+        records = core.measure_local(jobs, st, out, resume, on_progress=on_progress)
+    if resume:
+        from edgeattn.runtime.records import read_jsonl
+
+        wanted = {j.id for j in jobs}
+        if resume_paired:
+            wanted |= {g["id"] for g in core.paired_specs(jobs, st)}
+        records = [r for r in read_jsonl(out) if r.get("id") in wanted] or records
+    return records
+
+
+def failures(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("status") != "ok"]
+
+
+def group_by_device(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    from edgeattn.bench.report import device_label
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(device_label(r), []).append(r)
+    return groups
+
+
+# ----------------------------------------------------------------------------------------- bench
+
+
+@dataclass
+class BenchResult:
+    records: list[dict[str, Any]]
+    out: Path
+    shape: str  # "N=…, D=…, h=…, batch=…"
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> summary
+    plot: Path | None = None
+
+
+def bench_methods(methods: str | None, ops: bool = False) -> list[str]:
+    """``--methods`` (default: ``core.DEFAULT_METHODS``), plus the pure-op pair with ``ops``."""
+    names = core.parse_methods(methods)
+    if ops:
+        names += [m for m in core.OP_METHODS if m not in names]
+    return names
+
+
+def bench_jobs(shape: core.Shape, names: Sequence[str], precision: str = "fp32") -> list[core.Job]:
+    """Each method at each precision (the pure-op graphs at fp32 only)."""
+    from edgeattn.errors import ExportError
+    from edgeattn.export.precision import parse_precisions
+
+    try:
+        precisions = parse_precisions(precision)
+    except ExportError as exc:
+        raise BenchError(str(exc).replace("precision=", "--precision ")) from None
+    return [
+        core.Job(core.METHODS[m], shape, precision=p)
+        for p in precisions
+        for m in names
+        if p == "fp32" or m not in core.OP_METHODS
+    ]
+
+
+def _fp16_warning(jobs: Sequence[core.Job], st: core.Settings, remote: Remote | None) -> str | None:
+    if remote is not None and remote.hosts or st.device != "cpu":
+        return None
+    if not any(j.precision == "fp16" for j in jobs):
+        return None
+    from edgeattn.runtime.sysinfo import fp16_arithmetic
+
+    f16 = fp16_arithmetic()
+    if f16["native"] is True:
+        return None
+    return (
+        f"fp16 on this CPU is emulated on most CPUs ({f16['evidence']}): expect it slower "
+        "than fp32; int8 is the CPU precision"
+    )
+
+
+def run_bench(
+    shape: core.Shape,
+    st: core.Settings,
+    *,
+    methods: str | None = None,
+    precision: str = "fp32",
+    ops: bool = False,
+    out: Path | None = None,
+    resume: bool = False,
+    plot: Path | None = None,
+    remote: Remote | None = None,
+    memory_guard: bool = True,
+    on_progress: Say = _quiet,
+    on_warning: Say = _quiet,
+    kept: Kept | None = None,
+) -> BenchResult:
+    """``edgeattn bench``: the request checked, every job exported and measured (alone, then
+    paired per shape), summaries per device, the plot if asked."""
+    from edgeattn.bench import report
+
+    check_opt_level(st.opt_level)
+    hosts = remote.hosts if remote is not None else []
+    names = bench_methods(methods, ops)
+    check_device(st.device, hosts)
+    jobs = bench_jobs(shape, names, precision)
+    out = Path(out or default_out("bench"))
+    w = _fp16_warning(jobs, st, remote)
+    if w:
+        on_warning(w)
+    preflight(
+        "check_bench", kept, on_warning, jobs=jobs, out=out, plot=plot, threads=st.threads,
+        warmup=st.warmup, min_runs=st.min_runs, min_time=st.min_time_s, max_time=st.max_time_s,
+        hosts=hosts, memory_guard=memory_guard, methods=names,
+    )  # fmt: skip
+    records = measure(jobs, st, out, resume, remote, on_progress, on_warning)
+    res = BenchResult(
+        records, out, f"N={shape.tokens}, D={shape.dim}, h={shape.heads}, batch={shape.batch}"
+    )
+    res.summaries = {d: report.bench_summary(r) for d, r in group_by_device(records).items()}
+    if plot:
+        from edgeattn.bench.plot import plot_records
+
+        res.plot = plot_records(records, plot, title=res.shape)
+    return res
+
+
+# --------------------------------------------------------------------------------------- profile
+
+
+def run_profile(
+    target: str,
+    st: core.Settings,
+    *,
+    img_size: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    out: Path | None = None,
+    on_progress: Say = _quiet,
+    on_warning: Say = _quiet,
+    kept: Kept | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """``edgeattn profile``: export ``target`` (or take an .onnx path), measure it unprofiled
+    then profiled; returns (the record, the records file)."""
+    from edgeattn.bench import profile as prof
+
+    check_opt_level(st.opt_level)
+    check_device(st.device)
+    out = Path(out or default_out("profile"))
+    preflight(
+        "check_profile", kept, on_warning, out=out, threads=st.threads, runs=st.profile_runs,
+        min_time=st.min_time_s,
+    )  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    on_progress(f"export {target}")
+    run = prof.prepare_profile_run(target, img_size, st, overrides=overrides)
+    on_progress(
+        f"measuring {target} (unprofiled pass, then {st.profile_runs} profiled runs, "
+        f"opt level {st.opt_level})"
+    )
+    rec = core.run_local([run], out=out)[0]
+    if rec.get("status") != "ok":
+        raise BenchError(f"measurement failed: {rec.get('error')}")
+    return rec, out
+
+
+# ---------------------------------------------------------------------------------------- report
+
+
+def read_record_files(files: Sequence[Path], on_warning: Say = _quiet) -> list[dict[str, Any]]:
+    """Every record of ``files`` (bench, sweep, profile, remote); one-line errors."""
+    from edgeattn.runtime.records import read_records
+
+    records: list[dict[str, Any]] = []
+    for f in files:
+        if not Path(f).is_file():
+            raise BenchError(f"no such records file: {f}")
+        try:
+            records += read_records(str(f), warn=on_warning)
+        except (ValueError, OSError) as exc:
+            raise BenchError(str(exc).splitlines()[0]) from None
+    if not records:
+        raise BenchError(f"no records in {', '.join(map(str, files))}")
+    return records
+
+
+def write_csv(records: Sequence[dict[str, Any]], path: Path) -> Path:
+    from edgeattn.bench import report
+    from edgeattn.runtime.records import write_atomic
+
+    write_atomic(str(path), report.to_csv(list(records)).encode())
+    return path

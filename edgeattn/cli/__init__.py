@@ -15,9 +15,14 @@ import typer
 app = typer.Typer(
     name="edgeattn",
     help="Softmax-free ViT attention (SOFT, SimA): export to ONNX and measure on edge devices.",
+    epilog="Examples:\n\n\b\n  edgeattn list\n  edgeattn export soft_tiny\n"
+    "  edgeattn bench --tokens 1024 --methods softmax,sima",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    # click's plain help, in a terminal and piped alike: it wraps at the width and never cuts an
+    # option name, and flags show no <bool>; rich stays for the tables and the progress lines
+    rich_markup_mode=None,
 )
 
 # One module per command group; each defines ``register(app)``. Keeps this file free of logic.
@@ -26,6 +31,7 @@ _COMMAND_MODULES = (
     "edgeattn.cli.export_cmd",
     "edgeattn.cli.bench_cmd",
     "edgeattn.cli.remote_cmd",
+    "edgeattn.cli.cache_cmd",
 )
 
 _DEBUG = {"on": False}
@@ -64,7 +70,8 @@ def _err(msg: str, hint: str | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edgeattn.errors import EdgeAttnError
+    from edgeattn.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EdgeAttnError
+    from edgeattn.signals import Terminated
 
     debug = (
         "--debug" in (argv if argv is not None else sys.argv[1:])
@@ -77,15 +84,18 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         _err(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.hint)
-        return 1
+        return EXIT_ERROR
     except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         if debug:
             raise
         _err(f"{type(exc).__name__}: {exc}".splitlines()[0])
-        return 1
-    except KeyboardInterrupt:
-        _err("interrupted; results measured so far are kept on disk")
-        return 130
+        return EXIT_ERROR
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        _err(
+            f"{'terminated' if terminated else 'interrupted'}; results measured so far are kept on disk"
+        )
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except MemoryError as exc:
         if debug:
             raise
@@ -93,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             f"out of memory{': ' + str(exc) if str(exc) else ''}".splitlines()[0],
             "use a smaller shape (--tokens, --batch, --dim) or fewer --methods",
         )
-        return 1
+        return EXIT_ERROR
     except SystemExit as exc:  # typer/click exit paths
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_ERROR
     except Exception as exc:
         # Usage errors (typer's vendored click) arrive here in non-standalone mode: they know how
         # to show themselves. Anything else is a bug: one line, traceback with --debug.
@@ -108,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             f"internal error: {type(exc).__name__}: {exc}".splitlines()[0],
             "this is a bug in edgeattn; rerun with --debug for the traceback and report it",
         )
-        return 1
+        return EXIT_ERROR
     return rc if isinstance(rc, int) else 0
 
 

@@ -2,42 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 
+from edgeattn.cli import options as opts
+from edgeattn.overrides import parse_set  # the one --set parser (kept importable from here)
 
-def parse_set(items: list[str] | None) -> dict[str, Any]:
-    """``["k=v", ...]`` -> overrides; values parse as bool/None/int/float/JSON, else string."""
-    import json
-
-    from edgeattn.errors import ExportError
-
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ExportError(f"--set {item!r}: expected KEY=VALUE")
-        k, v = item.split("=", 1)
-        k = k.strip()
-        low = v.strip().lower()
-        val: Any
-        if low in ("true", "false"):
-            val = low == "true"
-        elif low in ("none", "null"):
-            val = None
-        else:
-            try:
-                val = int(v)
-            except ValueError:
-                try:
-                    val = float(v)
-                except ValueError:
-                    try:
-                        val = json.loads(v)
-                    except ValueError:
-                        val = v
-        out[k] = val
-    return out
+EXPORT_EXAMPLES = opts.examples(
+    "edgeattn export soft_tiny",
+    "edgeattn export block_sima --tokens 1024 --dim 384 --heads 6 -o sima.onnx",
+    "edgeattn export sima_tiny_12_p16 --precision int8-dynamic -o sima_int8.onnx",
+)
 
 
 def check_overwrite(output: str) -> None:
@@ -65,84 +39,91 @@ def check_overwrite(output: str) -> None:
         )
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("export")
-    def export_cmd(
-        name: str = typer.Argument(
-            ..., help="Registered model (see `edgeattn list`) or block_msa_fused."
-        ),
-        opset: int = typer.Option(17, "--opset", help="Exact ONNX opset of the file (13..23)."),
-        img_size: int = typer.Option(
-            None, "--img-size", help="Image side for nets (default: the model's)."
-        ),
-        tokens: int = typer.Option(None, "--tokens", help="Token count N for attention blocks."),
-        dim: int = typer.Option(None, "--dim", help="Embedding dim C for attention blocks."),
-        heads: int = typer.Option(None, "--heads", help="Heads for attention blocks."),
-        batch: int = typer.Option(1, "--batch", help="Batch size of the export shape."),
-        dynamic: bool = typer.Option(
-            False, "--dynamic/--static", help="Dynamic batch and resolution / token count."
-        ),
-        order: str = typer.Option(
-            "auto", "--order", help="SimA QKᵀV order: auto, qk_first, kv_first."
-        ),
-        crossover: int = typer.Option(
-            None, "--crossover", help="SimA auto threshold (default: head dim)."
-        ),
-        checkpoint: str = typer.Option(
-            None, "--checkpoint", help="Official checkpoint to load strictly."
-        ),
-        simplify: bool = typer.Option(
-            True, "--simplify/--no-simplify", help="Run onnxsim (census-guarded)."
-        ),
-        verify: bool = typer.Option(
-            True, "--verify/--no-verify", help="Checker, shape inference, ORT vs PyTorch."
-        ),
-        strict_softmax_free: bool = typer.Option(
-            False,
-            "--strict-softmax-free",
-            help="Fail if any block holds a Softmax or fused attention.",
-        ),
-        output: str = typer.Option(None, "-o", "--output", help="Output .onnx path."),
-        cache_dir: str = typer.Option(
-            None, "--cache-dir", help="Re-use identical exports from here."
-        ),
-        exporter: str = typer.Option("auto", "--exporter", help="auto, torchscript or dynamo."),
-        set_: list[str] = typer.Option(
-            None, "--set", help="Model override KEY=VALUE (repeatable)."
-        ),
-        force: bool = typer.Option(
-            False, "--force", help="Overwrite -o even when it is not an edgeattn export."
-        ),
-        precision: str = typer.Option(
-            "fp32",
-            "--precision",
-            help="fp32, fp16 (float32 I/O), int8-dynamic or int8-static (QDQ, calibrated); "
-            "verified against fp32 PyTorch with named tolerances.",
-        ),
-        keep_fp32: str = typer.Option(
-            "auto",
-            "--keep-fp32",
-            help="Node groups kept in float32: auto (measured defaults), none, or a list of "
-            "sima_l1, soft_newton, cls_tail, softmax.",
-        ),
-        calibration: str = typer.Option(
-            None, "--calibration", help="int8-static: a directory of images to calibrate on."
-        ),
-        allow_degraded: bool = typer.Option(
-            False,
-            "--allow-degraded",
-            help="Write a precision variant outside its tolerance (figures still recorded).",
-        ),
-    ) -> None:
-        """Export NAME to ONNX at an exact opset; audit the ops per block; verify against PyTorch."""
-        import json
+def export_cmd(
+    name: str = typer.Argument(..., help="Registered model (see `edgeattn list`)."),
+    opset: int = typer.Option(17, "--opset", help="Exact ONNX opset of the file (13..23)."),
+    img_size: int = typer.Option(
+        None, "--img-size", help="Image side for nets (default: the model's)."
+    ),
+    tokens: int = typer.Option(None, "--tokens", help="Token count N for attention blocks."),
+    dim: int = typer.Option(None, "--dim", help="Embedding dim C for attention blocks."),
+    heads: int = typer.Option(None, "--heads", help="Heads for attention blocks."),
+    batch: int = typer.Option(1, "--batch", help="Batch size of the export shape."),
+    dynamic: bool = typer.Option(
+        False,
+        "--dynamic/--static",
+        help="Dynamic batch and resolution / token count.",
+        metavar="",
+    ),
+    order: str = typer.Option("auto", "--order", help="SimA QKᵀV order: auto, qk_first, kv_first."),
+    crossover: int = typer.Option(
+        None, "--crossover", help="SimA auto threshold (default: head dim)."
+    ),
+    checkpoint: str = typer.Option(
+        None, "--checkpoint", help="Official checkpoint to load strictly."
+    ),
+    simplify: bool = typer.Option(
+        True, "--simplify/--no-simplify", help="Run onnxsim (census-guarded).", metavar=""
+    ),
+    verify: bool = typer.Option(
+        True,
+        "--verify/--no-verify",
+        help="Checker, shape inference, ORT vs PyTorch.",
+        metavar="",
+    ),
+    strict_softmax_free: bool = typer.Option(
+        False,
+        "--strict-softmax-free",
+        help="Fail if any block holds a Softmax or fused attention.",
+        metavar="",
+    ),
+    output: opts.OnnxOut = None,
+    cache_dir: str = typer.Option(
+        None, "--cache-dir", help="Re-use identical exports from here.", metavar="DIR"
+    ),
+    exporter: str = typer.Option("auto", "--exporter", help="auto, torchscript or dynamo."),
+    set_: opts.Set = None,
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Overwrite -o even when it is not an edgeattn export.",
+        metavar="",
+    ),
+    precision: str = typer.Option(
+        "fp32",
+        "--precision",
+        help="fp32, fp16 (float32 I/O), int8-dynamic or int8-static (QDQ, calibrated); "
+        "verified against fp32 PyTorch with named tolerances.",
+    ),
+    keep_fp32: str = typer.Option(
+        "auto",
+        "--keep-fp32",
+        help="Node groups kept in float32: auto (measured defaults), none, or a list of "
+        "sima_l1, soft_newton, cls_tail, softmax.",
+    ),
+    calibration: str = typer.Option(
+        None, "--calibration", help="int8-static: a directory of images to calibrate on."
+    ),
+    allow_degraded: bool = typer.Option(
+        False,
+        "--allow-degraded",
+        help="Write a precision variant outside its tolerance (figures still recorded).",
+        metavar="",
+    ),
+) -> None:
+    """Export NAME to ONNX at an exact opset; audit the ops per block; verify against PyTorch.
 
-        from edgeattn.cli.console import console
-        from edgeattn.export.onnx import export_onnx
-        from edgeattn.export.report import audit_summary, audit_table, verification_table
+    Writes NAME_op<opset>.onnx (with _<size>, _n<tokens>, _<order>, _dyn, _<precision> as
+    asked) in the current directory, or -o FILE, and beside it FILE.json: the sidecar with
+    the export spec, versions, op audit, verification figures and stage timings.
+    """
+    from edgeattn.cli.console import console, progress
+    from edgeattn.export.onnx import export_onnx
 
-        if output is not None and not force:
-            check_overwrite(output)
+    if output is not None and not force:
+        check_overwrite(output)
+    con = console(highlight=False)
+    with progress(con, f"export {name}"):
         res = export_onnx(
             name,
             opset=opset,
@@ -167,31 +148,45 @@ def register(app: typer.Typer) -> None:
             calibration=calibration,
             allow_degraded=allow_degraded,
         )
-        con = console(highlight=False)
-        spec = res.spec
-        con.print(audit_table(res.audit, title=f"{spec['model']}: op census per block"))
-        con.print(audit_summary(res.audit))
-        if res.verification:
-            con.print(verification_table(res.verification))
-        o = spec.get("order", {})
-        if o.get("applies"):
-            con.print(
-                f"SimA order: policy {o['policy']}, mode {o.get('mode')}, threshold "
-                f"{o.get('threshold')}"
-                + (f", resolved {o['resolved']}" if o.get("resolved") else "")
-                + (f"; {o['implementation']}" if o.get("implementation") else "")
-            )
-        if spec.get("precision", "fp32") != "fp32":
-            from edgeattn.export.precision import precision_summary
+    _print_export(con, res)
 
-            con.print(precision_summary(json.loads(res.sidecar_path.read_text())))
-        if spec["simplify"].get("reason") and spec["simplify"].get("reason") != "not requested":
-            con.print(f"[yellow]simplify skipped:[/] {spec['simplify']['reason']}")
-        t = res.timings
-        steps = [k for k in t if k.endswith("_s") and k != "total_s"] + ["total_s"]
-        timing = ", ".join(f"{k[:-2]} {t[k]:.2f}s" for k in steps if k in t)
+
+def _print_export(con, res) -> None:
+    """The op census, verification, order/precision notes, the path and the stage timings."""
+    import json
+
+    from edgeattn.export.report import audit_summary, audit_table, verification_table
+
+    spec = res.spec
+    con.print(audit_table(res.audit, title=f"{spec['model']}: op census per block"))
+    con.print(audit_summary(res.audit))
+    if res.verification:
+        con.print(verification_table(res.verification))
+    o = spec.get("order", {})
+    if o.get("applies"):
         con.print(
-            f"[bold]{res.path}[/] ({res.size_bytes / 1e6:.2f} MB, opset {spec['opset']}, "
-            f"{spec['exporter']}{', cached' if res.cached else ''}; sha256 {res.sha256[:12]}…)"
+            f"SimA order: policy {o['policy']}, mode {o.get('mode')}, threshold "
+            f"{o.get('threshold')}"
+            + (f", resolved {o['resolved']}" if o.get("resolved") else "")
+            + (f"; {o['implementation']}" if o.get("implementation") else "")
         )
-        con.print(f"[dim]{timing}; sidecar {res.sidecar_path.name}[/]")
+    if spec.get("precision", "fp32") != "fp32":
+        from edgeattn.export.precision import precision_summary
+
+        con.print(precision_summary(json.loads(res.sidecar_path.read_text())))
+    if spec["simplify"].get("reason") and spec["simplify"].get("reason") != "not requested":
+        con.print(f"[yellow]simplify skipped:[/] {spec['simplify']['reason']}")
+    t = res.timings
+    steps = [k for k in t if k.endswith("_s") and k != "total_s"] + ["total_s"]
+    timing = ", ".join(f"{k[:-2]} {t[k]:.2f}s" for k in steps if k in t)
+    con.print(
+        f"[bold]{res.path}[/] ({res.size_bytes / 1e6:.2f} MB, opset {spec['opset']}, "
+        f"{spec['exporter']}{', cached' if res.cached else ''}; sha256 {res.sha256[:12]}…)"
+    )
+    con.print(f"[dim]{timing}; sidecar {res.sidecar_path.name}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "export", epilog=EXPORT_EXAMPLES, short_help="One model to a verified, audited .onnx file."
+    )(export_cmd)

@@ -4,14 +4,10 @@ stdout is not a terminal (CI logs, ``| tee``): on stdout, or on stderr when stdo
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
+from edgeattn.cli import main
 from edgeattn.cli.console import console, progress
 from edgeattn.progress import StageTimings, listening, say
-
-EXE = [sys.executable, "-m", "edgeattn.cli"]
 
 
 def test_piped_progress_is_one_plain_line_per_step(capsys):
@@ -46,36 +42,35 @@ def test_stage_timings_report_each_stage_but_not_the_total():
     assert dict(StageTimings(t)) == dict(t)  # copies (dataclasses.asdict) keep the items
 
 
-def _run(*args: str, tmp_path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, EDGEATTN_CACHE=str(tmp_path / "cache"), COLUMNS="80")
-    return subprocess.run(
-        [*EXE, *args], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
-    )
+def _run(*args: str, capsys) -> tuple[int, str, str]:
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
 
 
-def test_piped_export_and_bench_print_their_steps(tmp_path):
-    r = _run("export", "block_msa", "--tokens", "16", "--dim", "16", "--heads", "2",
-             "-o", "b.onnx", tmp_path=tmp_path)  # fmt: skip
-    assert r.returncode == 0, r.stderr[-2000:]
-    lines = r.stdout.splitlines()
+def test_piped_export_and_bench_print_their_steps(tmp_path, monkeypatch, capsys):
+    """In-process (stdout is pytest's capture, not a terminal): the same code path as a pipe."""
+    monkeypatch.setenv("EDGEATTN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = _run("export", "block_msa", "--tokens", "16", "--dim", "16", "--heads", "2",
+                        "-o", "b.onnx", capsys=capsys)  # fmt: skip
+    assert rc == 0, err[-2000:]
+    lines = out.splitlines()
     assert lines[0].startswith("export block_msa: build ")
-    assert "export block_msa: verify" in r.stdout and "b.onnx" in r.stdout
-    assert r.stderr == ""
-    r = _run("bench", "--tokens", "16", "--dim", "16", "--heads", "2", "--methods", "softmax,sima",
-             "--min-time", "0.02", "--max-time", "0.5", "--min-runs", "3", "--pair-time", "0.1",
-             "-o", "r.jsonl", tmp_path=tmp_path)  # fmt: skip
-    assert r.returncode == 0, r.stderr[-2000:]
-    steps = r.stdout.splitlines()
+    assert "export block_msa: verify" in out and "b.onnx" in out
+    assert err == ""
+    fast = ["--tokens", "16", "--dim", "16", "--heads", "2", "--min-time", "0.02",
+            "--max-time", "0.5", "--min-runs", "3", "--pair-time", "0.1"]  # fmt: skip
+    rc, out, err = _run("bench", *fast, "--methods", "softmax,sima", "-o", "r.jsonl", capsys=capsys)
+    assert rc == 0, err[-2000:]
+    steps = out.splitlines()
     assert steps[0] == "export 1/2: softmax/N16/D16/h2/B1"
-    assert (
-        "export 1/2: softmax/N16/D16/h2/B1" in steps and "export 2/2: sima/N16/D16/h2/B1" in steps
-    )
+    assert "export 2/2: sima/N16/D16/h2/B1" in steps
     assert "measuring softmax/N16/D16/h2/B1 alone (1/2)" in steps
     assert any(s.startswith("measuring softmax, sima paired") for s in steps)
     # --json: stdout is the JSON alone, the steps go to stderr
-    r = _run("bench", "--tokens", "16", "--dim", "16", "--heads", "2", "--methods", "softmax",
-             "--min-time", "0.02", "--max-time", "0.5", "--min-runs", "3", "--json",
-             "-o", "r2.jsonl", tmp_path=tmp_path)  # fmt: skip
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads(r.stdout)["out"] == "r2.jsonl"
-    assert "measuring softmax/N16/D16/h2/B1 alone (1/1)" in r.stderr.splitlines()
+    rc, out, err = _run("bench", *fast, "--methods", "softmax", "--json", "-o", "r2.jsonl",
+                        capsys=capsys)  # fmt: skip
+    assert rc == 0, err[-2000:]
+    assert json.loads(out)["out"] == "r2.jsonl"
+    assert "measuring softmax/N16/D16/h2/B1 alone (1/1)" in err.splitlines()

@@ -112,7 +112,7 @@ def dispatch_formula(
     if facts.is_tokens:
         if n != shape[1]:
             raise ExportError(f"internal: SimA saw {n} tokens for an input of {shape[1]}")
-        return {"kind": "block", "threshold": thr, "formula": "N = x.shape[1]"}
+        return {"kind": "tokens", "threshold": thr, "formula": "N = x.shape[1]"}
     H, W = shape[2], shape[3]
     p, extra = facts.patch, facts.extra_tokens
     if not p:
@@ -126,7 +126,7 @@ def dispatch_formula(
             f"layers saw {n} tokens on a {H}x{W} image; use --order or --static"
         )
     return {
-        "kind": "net",
+        "kind": "image",
         "patch": p,
         "extra": extra,
         "threshold": thr,
@@ -184,7 +184,7 @@ def splice_orders(branches: list[tuple[str, Any]], dispatch: dict[str, Any], in_
     p = "order_dispatch/"
     nodes = [helper.make_node("Shape", [in_name], [p + "shape"], name=f"{s}/Shape")]
     inits = [const(p + "threshold", dispatch["threshold"])]
-    if dispatch["kind"] == "block":
+    if dispatch["kind"] == "tokens":
         inits.append(const(p + "axis_tokens", 1))
         nodes.append(
             helper.make_node(

@@ -199,14 +199,12 @@ def _facts(name: str, kind: str) -> ExportFacts:
 _BLOCK = dict(family="block", doc=_doc, export=_facts)
 
 
-@register_variants(_variants("msa", "xca"), **_BLOCK)
 def _plain_block(
     name: str, kind: str, dim: int = 384, heads: int = 6, tokens: int = 4096, qkv_bias: bool = True
 ) -> AttentionBlock:
     return _build(kind, dim=dim, heads=heads, tokens=tokens, qkv_bias=qkv_bias)
 
 
-@register_variants(_variants("sima"), **_BLOCK)
 def _sima_block(
     name: str,
     kind: str,
@@ -228,7 +226,6 @@ def _sima_block(
     )
 
 
-@register_variants(_variants("soft", "soft_norm"), **_BLOCK)
 def _soft_block(
     name: str,
     kind: str,
@@ -270,7 +267,6 @@ class FusedMSABlock(AttentionBlock):
         self.fused_op = fused_op
 
 
-@register_variants(_variants("msa_fused"), **_BLOCK)
 def _fused_block(
     name: str,
     kind: str,
@@ -286,7 +282,10 @@ def _fused_block(
     return FusedMSABlock(cfg, fused_op)
 
 
-block_msa, block_xca = _plain_block.values()
-(block_sima,) = _sima_block.values()
-block_soft, block_soft_norm = _soft_block.values()
-(block_msa_fused,) = _fused_block.values()
+BLOCK_MODELS = {
+    **register_variants(_variants("msa", "xca"), **_BLOCK)(_plain_block),
+    **register_variants(_variants("sima"), **_BLOCK)(_sima_block),
+    **register_variants(_variants("soft", "soft_norm"), **_BLOCK)(_soft_block),
+    **register_variants(_variants("msa_fused"), **_BLOCK)(_fused_block),
+}
+globals().update(BLOCK_MODELS)  # block_msa, block_sima, ... as module attributes

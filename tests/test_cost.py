@@ -103,11 +103,19 @@ def test_list_json(capsys):
     assert rows["soft_norm_tiny"]["paper"] is None
 
 
-@pytest.mark.parametrize("order", ["qk_first", "kv_first"])
-def test_count_at_a_requested_shape_follows_the_sima_order(order):
-    """count_cost at any shape (what a bench record needs): SimA's two orders by hand."""
-    n, c, h = 64, 96, 2
+@pytest.mark.parametrize(("order", "n"), [("qk_first", 64), ("kv_first", 64), ("kv_first", 256)])
+def test_count_at_a_requested_shape_follows_the_sima_order(order, n):
+    """count_cost at any shape (what a bench record needs): SimA's two orders by hand. From
+    N >= C the kv order folds W_o into a (C x C) tail (edgeattn.attention.sima): Q·M replaces
+    the per-head Q(KᵀV) product and the projection, M costs C²·d, the token sum of |Q| N·C."""
+    c, h = 96, 2
+    d = c // h
     cost = count_cost("block_sima", tokens=n, dim=c, heads=h, order=order)
     linear = n * c * 3 * c + n * c * c
-    products = 2 * n * n * c if order == "qk_first" else 2 * n * c * (c // h)
+    if order == "qk_first":
+        products = 2 * n * n * c
+    elif n < c:
+        products = 2 * n * c * d
+    else:
+        products = n * c * d + c * d * c + n * c
     assert cost.flops == linear + products and cost.input_shape == (1, n, c)

@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import edgeattn.attention.sima as sima_attn
 import edgeattn.models.sima as sima_models
 from edgeattn.attention.order import ORDERS, choose_order, cost_macs, validate_order
 from edgeattn.attention.sima import (
@@ -160,6 +159,24 @@ def explicit_sima(m: SimA, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(out, dim=-1) @ m.proj.weight.T + m.proj.bias
 
 
+def explicit_class_attention(m: SimAClassAttention, x: torch.Tensor) -> torch.Tensor:
+    """The official softmax-free class attention written out: F.normalize per head over the
+    tokens, the class query's dot products with every key, no softmax, no scale."""
+    C = x.shape[-1]
+    h = m.num_heads
+    d = C // h
+    q, k, v = (x @ m.qkv.weight.T + m.qkv.bias).split(C, dim=-1)
+    cls = []
+    for i in range(h):
+        sl = slice(i * d, (i + 1) * d)
+        qi = F.normalize(q[..., sl], p=1.0, dim=1, eps=m.eps)
+        ki = F.normalize(k[..., sl], p=1.0, dim=1, eps=m.eps)
+        w = (qi[:, :1] * ki).sum(-1)  # (B, N): class query only, no softmax, no scale
+        cls.append(torch.einsum("bn,bnc->bc", w, v[..., sl]))
+    cls = torch.cat(cls, -1) @ m.proj.weight.T + m.proj.bias
+    return torch.cat([cls[:, None], x[:, 1:]], dim=1)
+
+
 @pytest.mark.parametrize("n_tokens", [5, 48, 200])
 def test_sima_orders_agree_and_match_the_formula(n_tokens: int) -> None:
     torch.manual_seed(0)
@@ -171,6 +188,8 @@ def test_sima_orders_agree_and_match_the_formula(n_tokens: int) -> None:
         m.order = order
         outs[order] = m(x)
         torch.testing.assert_close(outs[order], ref, rtol=F64_TOL, atol=F64_TOL)
+    for fold in (False, True):  # W_o folded into the (C x C) tail or not: both the formula
+        torch.testing.assert_close(m.kv_first(x, fold=fold), ref, rtol=F64_TOL, atol=F64_TOL)
     # float32: the two associations differ only by rounding
     m32 = m.float()
     x32 = x.float()
@@ -202,12 +221,9 @@ def test_qk_first_and_kv_first_functions() -> None:
 )
 def test_auto_dispatch(monkeypatch, n_tokens: int, crossover: int | None, expected: str) -> None:
     calls: list[str] = []
-    monkeypatch.setattr(
-        sima_attn, "sima_qk_first", lambda q, k, v: calls.append("qk") or sima_qk_first(q, k, v)
-    )
-    monkeypatch.setattr(
-        sima_attn, "sima_kv_first", lambda q, k, v: calls.append("kv") or sima_kv_first(q, k, v)
-    )
+    qk, kv = SimA.qk_first, SimA.kv_first
+    monkeypatch.setattr(SimA, "qk_first", lambda self, x: calls.append("qk") or qk(self, x))
+    monkeypatch.setattr(SimA, "kv_first", lambda self, x: calls.append("kv") or kv(self, x))
     m = SimA(128, num_heads=4, crossover=crossover)  # head_dim 32
     m(torch.randn(1, n_tokens, 128))
     assert calls == [expected]
@@ -253,9 +269,7 @@ def test_sima_zero_column_is_finite() -> None:
         m.qkv.weight[64 + 5].zero_()
         m.qkv.bias[64 + 5] = 0
     x = torch.randn(2, 7, 64, dtype=F64)
-    for order in ("qk_first", "kv_first"):
-        m.order = order
-        y = m(x)
+    for y in (m.qk_first(x), m.kv_first(x, fold=False), m.kv_first(x, fold=True)):
         assert torch.isfinite(y).all()
         torch.testing.assert_close(y, explicit_sima(m, x), rtol=F64_TOL, atol=F64_TOL)
 
@@ -273,7 +287,6 @@ def test_set_sima_order_helper() -> None:
 def test_class_attention_no_softmax_no_scale() -> None:
     torch.manual_seed(4)
     C, h = 64, 4
-    d = C // h
     m = SimAClassAttention(C, h, qkv_bias=True).to(F64)
     x = torch.randn(2, 10, C, dtype=F64)
     x[:, :, 3] = 0.0  # a zero input channel (with a zero bias) gives zero q/k columns
@@ -283,15 +296,7 @@ def test_class_attention_no_softmax_no_scale() -> None:
         m.qkv.weight[3] = 0
         m.qkv.weight[C + 3] = 0
     y = m(x)
-    q, k, v = (x @ m.qkv.weight.T + m.qkv.bias).split(C, dim=-1)
-    cls = []
-    for i in range(h):
-        sl = slice(i * d, (i + 1) * d)
-        qi = F.normalize(q[..., sl], p=1.0, dim=1, eps=1e-6)
-        ki = F.normalize(k[..., sl], p=1.0, dim=1, eps=1e-6)
-        w = (qi[:, :1] * ki).sum(-1)  # (B, N): class query only, no softmax, no scale
-        cls.append(torch.einsum("bn,bnc->bc", w, v[..., sl]))
-    cls = torch.cat(cls, -1) @ m.proj.weight.T + m.proj.bias
+    cls = explicit_class_attention(m, x)[:, 0]
     assert torch.isfinite(y).all()
     torch.testing.assert_close(y[:, 0], cls, rtol=F64_TOL, atol=F64_TOL)
     torch.testing.assert_close(y[:, 1:], x[:, 1:], rtol=0, atol=0)  # patch tokens pass through
@@ -418,3 +423,26 @@ def test_bad_runtime_input_size_raises_model_error() -> None:
     model = _REGISTRY["sima_nano_12_p8"].fn(img_size=104, num_classes=10).eval()
     assert model.config.img_size == 104
     assert model(torch.randn(1, 3, 104, 104)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("name", ["sima_nano_12_p16", "sima_deit_tiny_patch16_224"])
+def test_nets_match_the_textbook_formula_in_float32(monkeypatch, name: str) -> None:
+    """The scale-folded SimA (and class attention) inside whole nets, in float32, against the
+    same nets running the textbook formula (F.normalize per head, explicit N x N matrix): equal
+    to rounding in every order (1e-5 of the logits' scale)."""
+    from edgeattn.models.registry import create_model
+
+    torch.manual_seed(0)
+    net = create_model(name).eval()
+    x = torch.randn(1, 3, 224, 224)
+    ours = {}
+    with torch.no_grad():
+        for order in ORDERS:
+            set_sima_order(net, order)
+            ours[order] = net(x)
+        monkeypatch.setattr(SimA, "forward", explicit_sima)
+        monkeypatch.setattr(SimAClassAttention, "forward", explicit_class_attention)
+        ref = net(x)
+    for order, y in ours.items():
+        err = ((y - ref).abs().max() / ref.abs().max()).item()
+        assert err <= F32_RTOL, f"{name} order={order}: max error {err:.2e} of the logits' scale"

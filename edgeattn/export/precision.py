@@ -125,15 +125,29 @@ def _scope(name: str) -> str:
 
 
 def group_sima_l1(model: onnx.ModelProto) -> list[str]:
-    """SimA's (and its class attention's) l1 normalisation: ``Div(t, Clip(ReduceSum(Abs(t))))``
-    (see ``edgeattn.attention.sima.l1_normalize_tokens``): the four nodes of each, in the main
-    graph and inside If branches (SimA's runtime order dispatch)."""
+    """SimA's (and its class attention's) l1 normalisation: ``Clip(reduce(Abs(t)))`` with its
+    divisions (see ``edgeattn.attention.sima``): the nodes of each, in the main graph and inside
+    If branches (SimA's runtime order dispatch)."""
     from edgeattn.export.graph import iter_graphs
 
     names: list[str] = []
     for g in iter_graphs(model.graph):
         names += _sima_l1_in(g)
     return names
+
+
+#: Ops that only move or view a norm between its Clip and the Div that uses it.
+_SHAPE_OPS = frozenset({"Reshape", "Transpose", "Unsqueeze", "Squeeze", "Flatten"})
+
+
+def _token_sum(node: onnx.NodeProto | None, prod: dict[str, onnx.NodeProto]) -> str | None:
+    """The Abs output summed over tokens by ``node``: a ReduceSum of it, or the product of a
+    ones row with it (``edgeattn.attention.sima.token_l1_norm_flat``); else None."""
+    if node is None or node.op_type not in ("ReduceSum", "MatMul"):
+        return None
+    src = node.input[0] if node.op_type == "ReduceSum" else node.input[-1]
+    ab = prod.get(src)
+    return ab.name if ab is not None and ab.op_type == "Abs" else None
 
 
 def _sima_l1_in(g: onnx.GraphProto) -> list[str]:
@@ -143,19 +157,24 @@ def _sima_l1_in(g: onnx.GraphProto) -> list[str]:
     for clip in g.node:
         if clip.op_type != "Clip":
             continue
-        rs = prod.get(clip.input[0])
-        if rs is None or rs.op_type != "ReduceSum":
+        red = prod.get(clip.input[0])
+        ab = _token_sum(red, prod)
+        if ab is None:
             continue
-        ab = prod.get(rs.input[0])
-        if ab is None or ab.op_type != "Abs":
-            continue
-        divs = [
-            d
-            for d in cons.get(clip.output[0], [])
-            if d.op_type == "Div" and d.input[0] == ab.input[0]
-        ]
+        found: list[str] = []
+        divs = 0
+        stack = [clip.output[0]]
+        while stack:  # the divisions by this norm, through reshapes/transposes
+            t = stack.pop()
+            for c in cons.get(t, []):
+                if c.op_type in _SHAPE_OPS:
+                    found.append(c.name)
+                    stack.append(c.output[0])
+                elif c.op_type == "Div" and c.input[1] == t:
+                    found.append(c.name)
+                    divs += 1
         if divs:
-            names += [ab.name, rs.name, clip.name] + [d.name for d in divs]
+            names += [ab, red.name, clip.name] + found
     return names
 
 

@@ -22,7 +22,8 @@ from edgeattn.errors import BenchError
 Say = Callable[[str], None]
 
 
-def _quiet(message: str) -> None:
+def silent(message: str) -> None:
+    """The default progress and warning callback: says nothing."""
     return None
 
 
@@ -170,8 +171,8 @@ def measure(
     out: Path,
     resume: bool = False,
     remote: Remote | None = None,
-    on_progress: Say = _quiet,
-    on_warning: Say = _quiet,
+    on_progress: Say = silent,
+    on_warning: Say = silent,
     resume_paired: bool = False,
 ) -> list[dict[str, Any]]:
     """Export and measure ``jobs`` here or on ``remote.hosts``; records stream into ``out``.
@@ -180,7 +181,7 @@ def measure(
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     jobs = export_jobs(jobs, st, on_progress)
     if remote is not None and remote.hosts:
-        lines = _HostLines(_quiet if remote.quiet else on_progress, on_warning)
+        lines = _HostLines(silent if remote.quiet else on_progress, on_warning)
         records = core.run_on_hosts(
             remote.hosts,
             jobs,
@@ -284,8 +285,8 @@ def run_bench(
     plot: Path | None = None,
     remote: Remote | None = None,
     memory_guard: bool = True,
-    on_progress: Say = _quiet,
-    on_warning: Say = _quiet,
+    on_progress: Say = silent,
+    on_warning: Say = silent,
     kept: Kept | None = None,
 ) -> BenchResult:
     """``edgeattn bench``: the request checked, every job exported and measured (alone, then
@@ -328,8 +329,8 @@ def run_profile(
     img_size: int | None = None,
     overrides: dict[str, Any] | None = None,
     out: Path | None = None,
-    on_progress: Say = _quiet,
-    on_warning: Say = _quiet,
+    on_progress: Say = silent,
+    on_warning: Say = silent,
     kept: Kept | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """``edgeattn profile``: export ``target`` (or take an .onnx path), measure it unprofiled
@@ -359,7 +360,7 @@ def run_profile(
 # ---------------------------------------------------------------------------------------- report
 
 
-def read_record_files(files: Sequence[Path], on_warning: Say = _quiet) -> list[dict[str, Any]]:
+def read_record_files(files: Sequence[Path], on_warning: Say = silent) -> list[dict[str, Any]]:
     """Every record of ``files`` (bench, sweep, profile, remote); one-line errors."""
     from edgeattn.runtime.records import read_records
 

@@ -405,9 +405,9 @@ def measure_plan(
     progress step per export and per measurement. With ``resume``: the records of ``out`` for
     this plan (what was there and what was added)."""
     from edgeattn.bench import core
-    from edgeattn.bench.run import _quiet, export_jobs
+    from edgeattn.bench.run import export_jobs, silent
 
-    say = on_progress or _quiet
+    say = on_progress or silent
     prepared = export_jobs(plan.jobs, settings, say)
     groups = core.shape_groups(prepared)
     records: list[dict[str, Any]] = []
@@ -480,7 +480,7 @@ def run_sweep(
     run.check_device(settings.device)
     out = Path(out or run.default_out("sweep"))
     run.preflight(
-        "check_sweep", kept, on_warning or run._quiet, jobs=plan.jobs, out=out, plot=plot,
+        "check_sweep", kept, on_warning or run.silent, jobs=plan.jobs, out=out, plot=plot,
         write_crossover=write_crossover_to, threads=settings.threads, min_runs=settings.min_runs,
         min_time=settings.min_time_s, max_time=settings.max_time_s, memory_guard=memory_guard,
     )  # fmt: skip

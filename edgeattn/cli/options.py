@@ -201,7 +201,7 @@ Timeout = Annotated[
         "--timeout", metavar="S", help="Seconds each remote command may take (default: no limit)."
     ),
 ]
-Quiet = Annotated[bool, flag("--quiet", help="No device progress lines.")]
+Quiet = Annotated[bool, flag("--quiet", help="No progress lines (the devices' included).")]
 
 
 def examples(*lines: str) -> str:

@@ -113,21 +113,22 @@ def test_unsupported_opset_names_range(tmp_path, opset):
 
 
 # --------------------------------------------------------------------------- SimA order policy
-def _attn_products(path: Path) -> list[list]:
-    """Output shapes of the two attention products (MatMuls in `attn`, not the projections)."""
+def _attention_maps(path: Path) -> list[list]:
+    """Output shapes of the 4-D (B, h, ., .) products inside `attn` (not the projections)."""
     m = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     shapes = {
         v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
         for v in m.graph.value_info
     }
-    return [
-        shapes[n.output[0]]
+    out = [
+        shapes.get(n.output[0])
         for n in m.graph.node
-        if n.op_type == "MatMul" and n.name.startswith("/attn/MatMul")
+        if n.op_type == "MatMul" and n.name.startswith("/attn/")
     ]
+    return [s for s in out if s and len(s) == 4]
 
 
-@pytest.mark.parametrize(("tokens", "expected"), [(16, "qk_first"), (64, "kv_first")])
+@pytest.mark.parametrize(("tokens", "expected"), [(16, "qk_first"), (48, "kv_first")])
 def test_static_shape_resolves_order(tmp_path, tokens, expected):
     res = export_onnx(
         "block_sima", tokens=tokens, dim=64, heads=2, output=tmp_path / "s.onnx"
@@ -135,11 +136,10 @@ def test_static_shape_resolves_order(tmp_path, tokens, expected):
     assert res.spec["order"]["mode"] == "static"
     assert res.spec["order"]["resolved"] == expected
     assert res.audit["totals"]["If"] == 0
-    first = _attn_products(res.path)[0]
-    if expected == "qk_first":
-        assert first[-2:] == [tokens, tokens]  # (B, h, N, N)
-    else:
-        assert first[-2:] == [32, 32]  # (B, h, d, d)
+    maps = _attention_maps(res.path)
+    assert maps
+    # only (QKᵀ)V holds the (B, h, N, N) map; N differs from the head dim and the width here
+    assert any(s[-2:] == [tokens, tokens] for s in maps) == (expected == "qk_first"), maps
 
 
 def test_crossover_overrides_threshold(tmp_path):

@@ -30,6 +30,7 @@ def build_fused_msa(
 ) -> tuple[onnx.ModelProto, dict[str, object]]:
     """ONNX model ``x (B, N, C) -> y (B, N, C)`` equal to ``block`` (a ``block_msa_fused``, or a
     ``block_msa`` for the default op), and what export records of it."""
+    # Long on purpose: one small graph written node by node reads best in one place.
     fused_op = getattr(block, "fused_op", DEFAULT_FUSED_OP)
     if fused_op not in FUSED_OPS:
         raise ValueError(f"fused_op={fused_op!r}; valid: {', '.join(FUSED_OPS)}")

@@ -212,6 +212,7 @@ def splice_if(
     every weight), so the file is not twice the size. Every value and node inside a branch
     is tagged (``qk_first/...`` values, ``/.../MatMul@qk_first`` nodes).
     """
+    # Long on purpose: the renaming maps built here are used all the way down.
     if len(branches) != 2:
         raise ValueError("splice_if needs exactly two branches")
     (t_tag, t_model), (e_tag, e_model) = branches

@@ -38,7 +38,6 @@ temporary files and renamed at the end, so a failure leaves neither.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import time
@@ -74,12 +73,13 @@ from edgeattn.export.sidecar import (  # noqa: F401 - SIDECAR_SCHEMA, ExportResu
     ExportResult,
     cache_lookup,
     copy_pair,
+    make_spec,
     sidecar_bytes,
     sidecar_path,
     versions,
     write_pair,
 )
-from edgeattn.export.util import SEED, jsonable, randn
+from edgeattn.export.util import SEED, randn
 
 
 def export_onnx(
@@ -119,6 +119,7 @@ def export_onnx(
     :class:`CheckpointError`, :class:`ToleranceError` (ORT differs from PyTorch) and
     :class:`AuditError` (``strict_softmax_free`` and a softmax was found).
     """
+    # Its length is the signature and the mapping onto Request; the steps are one line each.
     t_start = time.perf_counter()
     req = Request(
         model_or_name,
@@ -319,59 +320,6 @@ def _precision(
     return proto, data, audit, info
 
 
-def _dims(vi: Any) -> list[Any]:
-    return [d.dim_param if d.dim_param else int(d.dim_value) for d in vi.type.tensor_type.shape.dim]
-
-
-def _spec(proto: Any, plan: ExportPlan, req: Request, key: str | None) -> dict[str, Any]:
-    """The sidecar's ``spec`` section (schema ``edgeattn.export/1``)."""
-    from edgeattn.export.verify import tolerance_for
-
-    cfg = getattr(plan.model, "config", None)
-    tokens_in = plan.facts.is_tokens
-    spec = {
-        "model": plan.name,
-        "family": plan.family,
-        "method": plan.facts.method,
-        "config": jsonable(cfg) if dataclasses.is_dataclass(cfg) else {},
-        "overrides": jsonable(req.overrides),
-        "opset": req.opset,
-        "exporter": plan.exporter,
-        "exporter_requested": req.exporter,
-        "exporter_notes": plan.notes,
-        "inputs": [
-            {
-                "name": plan.in_name,
-                "shape": list(plan.shape),
-                "onnx_shape": _dims(proto.graph.input[0]),
-                "dynamic_axes": {str(k): v for k, v in plan.dyn_axes.items()},
-            }
-        ],
-        "outputs": [
-            {
-                "name": plan.out_name,
-                "shape": list(plan.y.shape),
-                "onnx_shape": _dims(proto.graph.output[0]),
-                "dynamic_axes": {str(k): v for k, v in plan.out_dyn.items()},
-            }
-        ],
-        "dynamic": bool(req.dynamic),
-        "batch": req.batch,
-        "img_size": list(plan.img_hw) if plan.img_hw and not tokens_in else None,
-        "tokens": plan.shape[1] if tokens_in else None,
-        "dim": plan.shape[2] if tokens_in else None,
-        "heads": getattr(cfg, "heads", None) if tokens_in else None,
-        "order": jsonable(plan.order.info),
-        "simplify": jsonable(plan.simplify_info),
-        "tolerance": dataclasses.asdict(tolerance_for(plan.facts.tolerance)),
-        "checkpoint": {"path": str(req.ckpt), "sha256": req.ckpt_sha} if req.ckpt else None,
-        "cache_key": key,
-        "precision": req.precision,
-    }
-    spec.update(plan.extra_spec)
-    return spec
-
-
 def _write(
     proto: Any,
     data: bytes,
@@ -386,7 +334,7 @@ def _write(
 ) -> ExportResult:
     """Spec and sidecar, then the file and its sidecar at ``-o`` (and in the cache) atomically."""
     sha = hashlib.sha256(data).hexdigest()
-    spec = _spec(proto, plan, req, dest.key)
+    spec = make_spec(proto, plan, req, dest.key)
     vers = versions()
     timings["total_s"] = time.perf_counter() - t_start
     t0 = time.perf_counter()

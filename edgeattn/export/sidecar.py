@@ -9,6 +9,7 @@ precision), ``versions``, ``onnx`` (file, sha256, bytes, IR version, opset impor
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -191,3 +192,56 @@ def sidecar_bytes(
         "timings": timings,
     }
     return json.dumps(jsonable(sidecar), indent=2).encode()
+
+
+def _dims(vi: Any) -> list[Any]:
+    return [d.dim_param if d.dim_param else int(d.dim_value) for d in vi.type.tensor_type.shape.dim]
+
+
+def make_spec(proto: Any, plan: Any, req: Any, key: str | None) -> dict[str, Any]:
+    """The sidecar's ``spec`` section of an export (``plan``: an ExportPlan, ``req``: its Request)."""
+    from edgeattn.export.verify import tolerance_for
+
+    cfg = getattr(plan.model, "config", None)
+    tokens_in = plan.facts.is_tokens
+    spec = {
+        "model": plan.name,
+        "family": plan.family,
+        "method": plan.facts.method,
+        "config": jsonable(cfg) if dataclasses.is_dataclass(cfg) else {},
+        "overrides": jsonable(req.overrides),
+        "opset": req.opset,
+        "exporter": plan.exporter,
+        "exporter_requested": req.exporter,
+        "exporter_notes": plan.notes,
+        "inputs": [
+            {
+                "name": plan.in_name,
+                "shape": list(plan.shape),
+                "onnx_shape": _dims(proto.graph.input[0]),
+                "dynamic_axes": {str(k): v for k, v in plan.dyn_axes.items()},
+            }
+        ],
+        "outputs": [
+            {
+                "name": plan.out_name,
+                "shape": list(plan.y.shape),
+                "onnx_shape": _dims(proto.graph.output[0]),
+                "dynamic_axes": {str(k): v for k, v in plan.out_dyn.items()},
+            }
+        ],
+        "dynamic": bool(req.dynamic),
+        "batch": req.batch,
+        "img_size": list(plan.img_hw) if plan.img_hw and not tokens_in else None,
+        "tokens": plan.shape[1] if tokens_in else None,
+        "dim": plan.shape[2] if tokens_in else None,
+        "heads": getattr(cfg, "heads", None) if tokens_in else None,
+        "order": jsonable(plan.order.info),
+        "simplify": jsonable(plan.simplify_info),
+        "tolerance": dataclasses.asdict(tolerance_for(plan.facts.tolerance)),
+        "checkpoint": {"path": str(req.ckpt), "sha256": req.ckpt_sha} if req.ckpt else None,
+        "cache_key": key,
+        "precision": req.precision,
+    }
+    spec.update(plan.extra_spec)
+    return spec

@@ -11,6 +11,7 @@ import onnx
 from edgeattn.export._capture import captured_fds
 from edgeattn.export.audit import census
 from edgeattn.export.graph import default_opset, repair_names
+from edgeattn.export.util import first_line
 
 #: Ops whose counts simplification must not change (the audit and the bench rely on them).
 CENSUS_KEYS: tuple[str, ...] = ("Softmax", "Exp", "ReduceL1", "ReduceSum", "MatMul", "If")
@@ -58,7 +59,7 @@ def simplify_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, A
             info["messages"] = len(lines)
             info["first_message"] = lines[0][:300]
     except Exception as exc:  # onnxsim failures are not fatal: keep the exported graph
-        info["reason"] = f"onnxsim failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        info["reason"] = f"onnxsim failed: {type(exc).__name__}: {first_line(exc)}"
         info["seconds"] = time.perf_counter() - t0
         return model, info
     if not ok:

@@ -19,6 +19,7 @@ import onnx
 
 from edgeattn.errors import ExportError, ToleranceError
 from edgeattn.export.naming import split_name
+from edgeattn.export.util import first_line
 
 
 @dataclass(frozen=True)
@@ -79,13 +80,13 @@ def check_onnx(model: onnx.ModelProto) -> dict[str, Any]:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
         raise ExportError(
-            f"the exported graph fails onnx.checker: {str(exc).splitlines()[0]}"
+            f"the exported graph fails onnx.checker: {first_line(exc, 2000)}"
         ) from exc
     try:
         onnx.shape_inference.infer_shapes(model, strict_mode=True, check_type=True, data_prop=True)
     except Exception as exc:
         raise ExportError(
-            f"the exported graph fails strict shape inference: {str(exc).splitlines()[0]}"
+            f"the exported graph fails strict shape inference: {first_line(exc, 2000)}"
         ) from exc
     return {
         "checker": "ok (full_check)",
@@ -105,7 +106,7 @@ def ort_session(model_bytes: bytes, *, threads: int | None = None) -> Any:
         return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ExportError(
-            f"ONNX Runtime cannot load the exported graph: {str(exc).splitlines()[0][:400]}"
+            f"ONNX Runtime cannot load the exported graph: {first_line(exc, 400)}"
         ) from exc
 
 
@@ -188,6 +189,7 @@ def verify_runtime(
     outputs by ONNX output name and a dict of facts (e.g. the SimA order eager mode chose).
     Raises :class:`ToleranceError` on the first output beyond ``tol`` (after running all).
     """
+    # One loop over cases and outputs with its record: split, the record's fields would scatter.
     t0 = time.perf_counter()
     sess = ort_session(model_bytes)
     out_names = [o.name for o in sess.get_outputs()]
@@ -203,7 +205,7 @@ def verify_runtime(
             outs = sess.run(out_names, feeds)
         except Exception as exc:
             raise ExportError(
-                f"ONNX Runtime failed on {case['label']} {shapes}: {str(exc).splitlines()[0][:300]}",
+                f"ONNX Runtime failed on {case['label']} {shapes}: {first_line(exc)}",
                 hint="the exporter probably froze this dimension during tracing",
             ) from exc
         ort_ms = (time.perf_counter() - t1) * 1000

@@ -377,8 +377,8 @@ def test_bad_input_size_raises_model_error():
 
 def landmark_counts(model, size: int) -> list[int]:
     seen: list[int] = []
-    hook = model.block1[0].att.mha.attn.Qlandmark_op.register_forward_hook(
-        lambda mod, inp, out: seen.append(out.shape[-2] * out.shape[-1])
+    hook = model.block1[0].att.mha.attn.Qnorm_act.register_forward_hook(
+        lambda mod, inp, out: seen.append(out.shape[-2])  # (B, h, m, d) landmarks
     )
     with torch.no_grad():
         model(torch.randn(1, 3, size, size))

@@ -59,6 +59,26 @@ def gaussian_kernel(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return torch.exp(-squared_distance(q, k) / 2)
 
 
+def gaussian_kernel_rows(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """:func:`gaussian_kernel` for many rows q (..., n, d) against few k (..., m, d), written as
+    ``exp(q kᵀ - |q|²/2 - |k|²/2)``: the same value, three passes over the (n × m) result
+    (product, two broadcast subtractions, exp) instead of five."""
+    q_half = q.pow(2).sum(dim=-1, keepdim=True) * 0.5  # (..., n, 1)
+    k_half = k.pow(2).sum(dim=-1, keepdim=True).transpose(-1, -2) * 0.5  # (..., 1, m)
+    return torch.exp(q @ k.transpose(-1, -2) - k_half - q_half)
+
+
+def _avg_matrix(n_in: int, n_out: int, size: int | None) -> torch.Tensor:
+    """(n_out, n_in) averaging matrix: ``size``-wide bins from 0 (AvgPool2d with kernel = stride
+    = size, remainder dropped) or, with ``size=None``, adaptive_avg_pool's bins."""
+    if size is None:
+        return _pool_matrix(n_in, n_out)
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    for i in range(n_out):
+        m[i, i * size : (i + 1) * size] = 1.0 / size
+    return m
+
+
 def _validate_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
@@ -197,32 +217,61 @@ class SoftAttentionKernel(nn.Module):
         inv = newton_inv_norm(k2, self.newton_iters)  # (B, h, m, m)
         return d_sym * inv * d_sym.transpose(-1, -2)
 
-    def forward(self, Q: torch.Tensor, V: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    def landmarks_of(self, Q: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        """The m bottleneck tokens of scaled Q (B, h, P + H*W, d), after ``Qnorm_act``.
+
+        Pooled landmarks (``avgpool``, ``adaptive``) are two small averaging products over the
+        head-major grid, (oh × H) then (ow × W): the same averages as the pooling layers,
+        without moving Q into the channels-first layout pooling wants. ``conv`` landmarks are the
+        official strided convolution on that layout."""
         B, h, _, d = Q.shape
         P = self.num_prefix_tokens
-        Q = Q / self.q_divisor  # K = Q (tied)
         grid = Q[:, :, P:] if P else Q  # (B, h, H*W, d)
-        lm = grid.reshape(B * h, H, W, d).permute(0, 3, 1, 2)  # (B*h, d, H, W)
-        lm = self.Qlandmark_op(lm)  # (B*h, d, H', W')
-        lm = lm.flatten(2).transpose(1, 2).reshape(B, h, -1, d)  # (B, h, m, d)
+        if self.landmarks == "conv":
+            lm = grid.reshape(B * h, H, W, d).permute(0, 3, 1, 2)  # (B*h, d, H, W)
+            lm = self.Qlandmark_op(lm)  # (B*h, d, H', W')
+            lm = lm.flatten(2).transpose(1, 2).reshape(B, h, -1, d)  # (B, h, m, d)
+        else:
+            if self.landmarks == "adaptive":
+                (oh, ow), size = self.Qlandmark_op.output_size, None
+            else:
+                (oh, ow), size = (H // self.ratio, W // self.ratio), self.ratio
+            ph = _avg_matrix(H, oh, size).to(dtype=Q.dtype, device=Q.device)  # (oh, H)
+            pw = _avg_matrix(W, ow, size).to(dtype=Q.dtype, device=Q.device)  # (ow, W)
+            # rows first, as h big products over (H) x (W*d); then columns, on oh rows only
+            lm = (ph @ grid.reshape(B, h, H, W * d)).reshape(B, h, oh, W, d)
+            lm = (pw @ lm).reshape(B, h, oh * ow, d)  # (B, h, m, d), row-major landmark grid
         if P:  # constructor setting, not a shape test: prefix tokens are extra landmarks
             lm = torch.cat([Q[:, :, :P], lm], dim=2)  # (B, h, P + m, d)
-        lm = self.Qnorm_act(lm)
+        return self.Qnorm_act(lm)
 
-        k1 = gaussian_kernel(Q, lm)  # (B, h, N, m)
+    def forward(self, Q: torch.Tensor, V_t: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        """X for Q (B, h, N, d), **already divided by** ``q_divisor``, and V channels-first,
+        V_t (B, C, N) with channel ``head * d + i``; returns X channels-first, (B, C, N).
+
+        In that layout the depthwise skip is a plain depthwise convolution over (B, C, H, W)
+        (each head's filter repeated for its d channels), the low-rank product is computed as
+        ``Xᵀ = (Vᵀ K1)·(K1 pinv(K2))ᵀ`` and no N-sized tensor is transposed or copied."""
+        B, h, N, d = Q.shape
+        P = self.num_prefix_tokens
+        lm = self.landmarks_of(Q, H, W)  # (B, h, m, d)
+        k1 = gaussian_kernel_rows(Q, lm)  # (B, h, N, m)
         k2 = gaussian_kernel(lm, lm)  # (B, h, m, m)
-        X = (k1 @ self._inverse(k2)) @ (k1.transpose(-1, -2) @ V)  # (B, h, N, d)
-
+        v_t = V_t.reshape(B, h, d, N)
+        kv_t = v_t @ k1  # (B, h, d, m) = (K1ᵀ V)ᵀ
+        X_t = (kv_t @ (k1 @ self._inverse(k2)).transpose(-1, -2)).reshape(B, h * d, N)
         if self.conv is not None:
-            v = V[:, :, P:] if P else V  # (B, h, H*W, d)
-            v = v.reshape(B, h, H, W, d).permute(0, 4, 1, 2, 3)  # (B, d, h, H, W)
-            v = v.reshape(B * d, h, H, W)  # (B*d, h, H, W): one filter per head, shared by d
-            skip = self.conv(v).reshape(B, d, h, H * W)  # (B, d, h, H*W)
-            skip = skip.permute(0, 2, 3, 1)  # (B, h, H*W, d)
+            grid = V_t[:, :, P:] if P else V_t  # (B, C, H*W)
+            # (h, 1, k, k) -> (C, 1, k, k): each head's filter for its d channels; sizes from
+            # the module (Python ints), so a traced export knows the kernel's shape
+            hh, dd, k = self.num_head, self.head_dim, self.conv.kernel_size[0]
+            w = self.conv.weight.expand(hh, dd, k, k).reshape(hh * dd, 1, k, k)
+            skip = F.conv2d(grid.reshape(B, h * d, H, W), w, padding=k // 2, groups=h * d)
+            skip = skip.reshape(B, h * d, H * W)
             if P:  # prefix tokens skip with their own V
-                skip = torch.cat([V[:, :, :P], skip], dim=2)  # (B, h, N, d)
-            X = X + skip
-        return X
+                skip = torch.cat([V_t[:, :, :P], skip], dim=2)  # (B, C, N)
+            X_t = X_t + skip
+        return X_t
 
 
 class SoftAttention(nn.Module):
@@ -267,14 +316,19 @@ class SoftAttention(nn.Module):
         self.W_v = nn.Linear(dim, dim, bias=qkv_bias)
         self.ff = nn.Linear(dim, dim)
 
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, _ = x.shape
-        return x.reshape(B, N, self.num_head, self.head_dim).transpose(1, 2)  # (B, h, N, d)
-
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
         B, N, C = x.shape
-        q = self._split_heads(self.W_q(x))  # (B, h, N, d)
-        v = self._split_heads(self.W_v(x))  # (B, h, N, d)
-        out = self.attn(q, v, H, W)  # (B, h, N, d)
-        out = out.transpose(1, 2).reshape(B, N, C)  # (B, N, C)
-        return self.ff(out)
+        h, d = self.num_head, self.head_dim
+        # Q head-major straight from per-head weight slices, scaled by head_dim^-1/4 (as the
+        # official division) through the weights: (B, 1, N, C) @ (h, C, d)
+        c = self.attn.q_divisor
+        w_q = (self.W_q.weight / c).reshape(h, d, self.dim).transpose(1, 2)  # a constant
+        q = x.unsqueeze(1) @ w_q
+        if self.W_q.bias is not None:
+            q = q + (self.W_q.bias / c).reshape(h, 1, d)
+        # V channels-first: (C, C) @ xᵀ, (B, C, N)
+        v_t = self.W_v.weight @ x.transpose(1, 2)
+        if self.W_v.bias is not None:
+            v_t = v_t + self.W_v.bias[:, None]
+        out = self.attn(q, v_t, H, W)  # (B, C, N)
+        return self.ff(out.transpose(1, 2))  # (B, N, C)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeattn.errors import BenchError
+from edgeattn.errors import EXIT_OK, EXIT_RUN_FAILED, BenchError
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,16 @@ METHODS: dict[str, Method] = {
         # pure-op micro-bench graphs (edgeattn.bench.ops), input (B, h, N, N): not models
         Method("op_softmax", "op_softmax", {}, "Softmax over (B,h,N,N), op alone", "exp"),
         Method("op_l1", "op_l1", {}, "l1-normalise over (B,h,N,N), op alone", "l1"),
+        # matmul floors (edgeattn.bench.floor): only the block's matmuls, at its shapes
+        Method("floor_qk", "floor_qk", {}, "matmuls of (QKᵀ)V attention alone", "none"),
+        Method("floor_kv", "floor_kv", {}, "matmuls of Q(KᵀV) attention alone", "none"),
+        Method("floor_soft", "floor_soft", {}, "matmuls of SOFT attention alone", "none"),
     )
 }
 OP_METHODS = ("op_softmax", "op_l1")
+FLOOR_METHODS = ("floor_qk", "floor_kv", "floor_soft")
+#: Graphs built by edgeattn.bench (ops, floor), not exported models: float32 only, no FLOP table.
+GRAPH_METHODS = OP_METHODS + FLOOR_METHODS
 DEFAULT_METHODS = ("softmax", "softmax_fused", "sima_qk", "sima", "soft", "xca")
 
 
@@ -62,13 +69,15 @@ def parse_methods(spec: str | Sequence[str] | None) -> list[str]:
         if not it:
             continue
         if it == "all":
-            out.extend(k for k in METHODS if k not in out and k not in OP_METHODS)
+            out.extend(k for k in METHODS if k not in out and k not in GRAPH_METHODS)
             continue
-        if it == "ops":
-            out.extend(k for k in OP_METHODS if k not in out)
+        if it in ("ops", "floors"):
+            out.extend(k for k in (OP_METHODS if it == "ops" else FLOOR_METHODS) if k not in out)
             continue
         if it not in METHODS:
-            raise BenchError(f"unknown method {it!r}; valid: {', '.join(METHODS)}, all, ops")
+            raise BenchError(
+                f"unknown method {it!r}; valid: {', '.join(METHODS)}, all, ops, floors"
+            )
         if it not in out:
             out.append(it)
     if not out:
@@ -246,6 +255,19 @@ def prepare(
             job.spec, job.audit = {"opset": settings.opset}, {}
             done.append(job)
             continue
+        if job.method.model in FLOOR_METHODS:
+            if job.precision != "fp32":
+                raise BenchError(f"{job.method.key} is a matmul-floor graph: float32 only")
+            from edgeattn.bench import floor
+
+            job.onnx_path = floor.export(
+                job.method.model, s.batch, s.tokens, s.dim, s.heads, settings.opset, cache
+            )
+            macs = floor.macs(job.method.model, s.batch, s.tokens, s.dim, s.heads)
+            job.spec, job.audit = {"opset": settings.opset}, {}
+            job.cost = {"gflops": macs / 1e9, "newton_gflops": 0.0, "counted": "matmul"}
+            done.append(job)
+            continue
         res = export_onnx(
             job.method.model,
             opset=settings.opset,
@@ -277,7 +299,7 @@ def _block_cost(
     from edgeattn.models.cost import count_cost
 
     s = job.shape
-    name = "block_msa" if job.method.model == "block_msa_fused" else job.method.model
+    name = job.method.model  # block_msa_fused is a registered block too (the same FLOPs)
     ov = dict(overrides, tokens=s.tokens, dim=s.dim, heads=s.heads)
     if job.method.model == "block_sima":
         ov["order"] = order
@@ -336,16 +358,17 @@ def _precision_meta(job: Job) -> dict[str, Any]:
 def job_run_spec(job: Job, settings: Settings, model_ref: str | None = None) -> dict[str, Any]:
     assert job.onnx_path is not None
     s = job.shape
-    dims = (
-        [s.batch, s.heads, s.tokens, s.tokens]
-        if job.method.model in OP_METHODS
-        else [s.batch, s.tokens, s.dim]
-    )
+    if job.method.model in FLOOR_METHODS:
+        inputs = {}  # static shapes, several inputs: the graph says them all
+    elif job.method.model in OP_METHODS:
+        inputs = {"x": [s.batch, s.heads, s.tokens, s.tokens]}
+    else:
+        inputs = {"x": [s.batch, s.tokens, s.dim]}
     return {
         "id": job.id,
         "model": model_ref or str(job.onnx_path),
         "meta": job_meta(job),
-        "inputs": {"x": dims},
+        "inputs": inputs,
         **settings.runtime_fields(),
     }
 
@@ -465,7 +488,7 @@ def run_local(
                 proc.wait()
                 raise
         got = [json.loads(line) for line in stdout.splitlines() if line.strip().startswith("{")]
-        if proc.returncode not in (0, 3):
+        if proc.returncode not in (EXIT_OK, EXIT_RUN_FAILED):
             # 1 (e.g. the record could not be written to --out) or 2 is a failure even when a
             # record came back on stdout: say the runtime's own last line, never drop it
             last = (stderr.strip().splitlines() or ["(no output)"])[-1]

@@ -45,6 +45,12 @@ RATIOS: tuple[Ratio, ...] = (
     Ratio(
         "op_softmax_vs_l1", "op_softmax", "op_l1", "pure op over (B,h,N,N): Softmax / l1-normalise"
     ),
+    # each block against its matmuls alone (edgeattn.bench.floor)
+    Ratio("softmax_vs_floor", "softmax", "floor_qk", "softmax MSA / its matmul floor"),
+    Ratio("sima_qk_vs_floor", "sima_qk", "floor_qk", "SimA (QKᵀ)V / its matmul floor"),
+    Ratio("sima_kv_vs_floor", "sima_kv", "floor_kv", "SimA Q(KᵀV) / its matmul floor"),
+    Ratio("xca_vs_floor", "xca", "floor_kv", "XCA / the Q(KᵀV) matmul floor"),
+    Ratio("soft_vs_floor", "soft", "floor_soft", "SOFT / its matmul floor"),
 )
 RATIO_BY_NAME = {r.name: r for r in RATIOS}
 #: the pair whose op-level breakdown answers "what does exp cost against l1" (profiled by default)

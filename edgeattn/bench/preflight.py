@@ -241,8 +241,8 @@ def has_nxn_map(job: Any) -> bool:
     """Does the exported graph hold the N×N attention map? (softmax, fused softmax, SimA at the
     (QKᵀ)V order; the dynamic SimA resolves at export to (QKᵀ)V only for N <= its crossover)."""
     m = job.method
-    if m.model in ("block_msa", "block_msa_fused"):
-        return True
+    if m.model in ("block_msa", "block_msa_fused", "floor_qk", "op_softmax", "op_l1"):
+        return True  # the (QKᵀ)V floor and the pure-op graphs take N×N tensors as inputs too
     if m.model == "block_sima":
         order = job.extra.get("order", m.overrides.get("order", "auto"))
         if order == "qk_first":

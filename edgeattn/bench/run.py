@@ -253,7 +253,7 @@ def bench_jobs(shape: core.Shape, names: Sequence[str], precision: str = "fp32")
         core.Job(core.METHODS[m], shape, precision=p)
         for p in precisions
         for m in names
-        if p == "fp32" or m not in core.OP_METHODS
+        if p == "fp32" or m not in core.GRAPH_METHODS
     ]
 
 

@@ -1,0 +1,145 @@
+"""Attention blocks against their matmul floors, and SOFT's growth in N; all timed interleaved.
+
+    .venv/bin/python benchmarks/floor.py [--tokens 1024,4096,16384] [--qk-max 4096]
+
+For each N, one paired group (one process, rounds in shuffled order, see edgeattn.runtime.paired)
+holds SimA Q(KᵀV) and its floor (the same matmuls alone, edgeattn.bench.floor), SOFT and its floor,
+and up to --qk-max also softmax MSA, SimA (QKᵀ)V and the (QKᵀ)V floor (at N=16384 the N×N maps
+are 6.4 GB each). Printed per ratio: median of per-round ratios [95 % interval], the stability
+verdict, and the GFLOP/s (1 multiply-add = 1 FLOP) of block and floor from the same rounds. Then
+SOFT at the smallest and largest N >= 4096 in one more paired group (their time ratio), with each
+one's peak memory above the process's pre-session RSS from its own isolated run. Records go to
+--out (JSON Lines). Nothing else may run on the machine meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edgeattn.bench import core, pairs  # noqa: E402
+
+FLOOR_OF = {
+    "softmax": "floor_qk",
+    "sima_qk": "floor_qk",
+    "sima_kv": "floor_kv",
+    "soft": "floor_soft",
+}
+
+
+def _methods(n: int, qk_max: int) -> list[str]:
+    names = ["sima_kv", "floor_kv", "soft", "floor_soft"]
+    if n <= qk_max:
+        names += ["softmax", "sima_qk", "floor_qk"]
+    return names
+
+
+def _group_table(rec: dict, jobs: dict[str, core.Job]) -> list[str]:
+    lat = rec["paired"]["latency_ms"]
+    res = pairs.ratio_results(rec)
+    rows = []
+    for block, fl in FLOOR_OF.items():
+        name = f"{block}_vs_floor"
+        if name not in res:
+            continue
+        r = res[name]
+        rates = []
+        for key in (block, fl):
+            j = jobs[key]
+            ms = lat[j.id]["median"]
+            g = j.cost.get("gflops")
+            rates.append(f"{g / (ms / 1e3):6.1f}" if g else "     -")
+        rows.append(
+            f"{j.shape.tokens:>6}  {pairs.RATIO_BY_NAME[name].label:<34} {pairs.fmt_ratio(r):<20} "
+            f"{r['stability_text']:<22} {lat[jobs[block].id]['median']:9.2f} "
+            f"{lat[jobs[fl].id]['median']:9.2f}   {rates[0]} / {rates[1]}"
+        )
+    for name in ("exp_vs_l1_fixed_order", "qk_vs_kv_order"):
+        if name in res:
+            rows.append(f"{'':>6}  {pairs.ratio_line(name, res[name])}")
+    return rows
+
+
+def _soft_scaling(
+    ns: list[int], dim: int, heads: int, settings: core.Settings, out: Path
+) -> list[str]:
+    big = [n for n in ns if n >= 4096]
+    if len(big) < 2:
+        return []
+    lo, hi = big[0], big[-1]
+    jobs = core.prepare(
+        [core.Job(core.METHODS["soft"], core.Shape(n, dim, heads)) for n in (lo, hi)], settings
+    )
+    print(f"SOFT at N={lo} and N={hi}: alone, then paired", file=sys.stderr, flush=True)
+    iso = core.run_local([core.job_run_spec(j, settings) for j in jobs], out=out)
+    spec = pairs.group_spec(
+        f"paired/soft_scaling/N{lo}-N{hi}",
+        [(f"soft@{j.shape.tokens}", j.id) for j in jobs],
+        settings,
+    )
+    spec["ratios"] = [{"name": f"soft_t{hi}_over_t{lo}", "num": jobs[1].id, "den": jobs[0].id}]
+    spec["profile"] = []
+    recs = core.run_local([core.job_run_spec(j, settings) for j in jobs], out=out, paired=[spec])
+    rec = next(r for r in recs if r.get("kind") == "paired")
+    r = pairs.ratio_results(rec)[f"soft_t{hi}_over_t{lo}"]
+    lines = [
+        f"SOFT t(N={hi}) / t(N={lo}) = {pairs.fmt_ratio(r)} ({r['rounds']} paired rounds, "
+        f"{r['stability_text']}) for {hi / lo:.0f}x the tokens"
+    ]
+    mem = {r["id"]: r["memory"] for r in iso if r.get("status") == "ok"}
+    if all(j.id in mem for j in jobs):
+        peak = [mem[j.id]["peak_rss_mb"] for j in jobs]
+        own = [mem[j.id]["peak_rss_mb"] - mem[j.id]["rss_before_mb"] for j in jobs]
+        lines.append(
+            f"SOFT peak memory above the pre-session RSS: {own[0]:.0f} MB -> {own[1]:.0f} MB "
+            f"({own[1] / own[0]:.2f}x); peak RSS {peak[0]:.0f} MB -> {peak[1]:.0f} MB "
+            f"({peak[1] / peak[0]:.2f}x)"
+        )
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--tokens", default="1024,4096,16384")
+    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--heads", type=int, default=6)
+    ap.add_argument("--qk-max", type=int, default=4096, help="largest N with the N×N methods")
+    ap.add_argument("--pair-time", type=float, default=4.0, help="seconds per paired try (min)")
+    ap.add_argument("--out", default="results/floor.jsonl")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    settings = core.Settings(
+        pair_min_time_s=a.pair_time, pair_max_time_s=max(30.0, 4 * a.pair_time), pair_profile=False
+    )
+    ns = [int(v) for v in a.tokens.split(",")]
+    lines = []
+    for n in ns:
+        shape = core.Shape(n, a.dim, a.heads)
+        jobs = core.prepare(
+            [core.Job(core.METHODS[m], shape) for m in _methods(n, a.qk_max)], settings
+        )
+        by = {j.method.key: j for j in jobs}
+        print(f"N={n}: measuring {', '.join(by)} paired", file=sys.stderr, flush=True)
+        specs = core.paired_specs(jobs, settings)
+        recs = core.run_local([core.job_run_spec(j, settings) for j in jobs], out=out, paired=specs)
+        rec = next(r for r in recs if r.get("kind") == "paired")
+        lines += _group_table(rec, by)
+    print(f"D={a.dim}, h={a.heads}, batch 1, float32; block / floor = median of per-round ratios")
+    print(
+        f"{'N':>6}  {'ratio':<34} {'median [95 % CI]':<20} {'verdict':<22} {'block ms':>9} "
+        f"{'floor ms':>9}   GFLOP/s block / floor"
+    )
+    print("\n".join(lines))
+    for line in _soft_scaling(ns, a.dim, a.heads, settings, out):
+        print(line)
+    print(f"records: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Matmul floors (edgeattn.bench.floor): their multiply-adds against PyTorch's own FLOP counter on
+the textbook blocks, their ONNX graphs against numpy, and a real paired bench of a block against
+its floor through the device runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edgeattn.bench import core, floor, pairs
+from edgeattn.models.cost import count_cost
+
+B, N, C, H = 1, 64, 96, 2  # N < C: SimA's kv order is the textbook one here (no W_o fold)
+
+
+def test_floor_qk_is_the_softmax_blocks_matmuls():
+    """FlopCounterMode on the softmax MSA block counts exactly its four products."""
+    assert (
+        floor.macs("floor_qk", B, N, C, H)
+        == count_cost("block_msa", tokens=N, dim=C, heads=H).flops
+    )
+
+
+def test_floor_kv_is_the_kv_blocks_matmuls():
+    sima = count_cost("block_sima", tokens=N, dim=C, heads=H, order="kv_first")
+    xca = count_cost("block_xca", tokens=N, dim=C, heads=H)
+    assert floor.macs("floor_kv", B, N, C, H) == sima.flops == xca.flops
+
+
+def test_floor_soft_leaves_out_the_pooling_the_conv_and_the_landmark_kernel():
+    """SOFT's block count minus its floor is, by hand: the depthwise conv skip, the two
+    landmark-pooling products and the m x m kernel (the Newton iterations are counted apart)."""
+    n, c, h, m = 1024, 96, 2, floor.SOFT_LANDMARKS
+    side, grid, d = 7, 32, c // h  # 49 landmarks pooled from a 32 x 32 grid
+    block = count_cost("block_soft", tokens=n, dim=c, heads=h)
+    k = 3  # block_soft's conv_size
+    conv = n * c * k * k
+    pool = h * side * grid * grid * d + h * side * grid * side * d  # rows, then columns
+    landmark_kernel = h * m * m * d
+    assert block.flops - floor.macs("floor_soft", 1, n, c, h) == conv + pool + landmark_kernel
+
+
+@pytest.mark.parametrize("kind", floor.FLOORS)
+def test_floor_graph_computes_its_products(kind):
+    model = floor.build(kind, B, N, C, H, opset=17)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {
+        i.name: rng.standard_normal([int(v) for v in i.shape]).astype(np.float32)
+        for i in sess.get_inputs()
+    }
+    inits = {t.name: t for t in model.graph.initializer}
+    from onnx import numpy_helper
+
+    outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds), strict=True))
+    prods = floor.products(kind, B, N, C, H)
+    assert [p.name for p in prods] == list(outs)
+    for p in prods:
+        a = feeds[f"{p.name}_a"]
+        b = numpy_helper.to_array(inits[f"{p.name}_b"]) if p.b_const else feeds[f"{p.name}_b"]
+        np.testing.assert_allclose(outs[p.name], a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_floor_methods_refuse_other_precisions(tmp_path):
+    job = core.Job(core.METHODS["floor_kv"], core.Shape(N, C, H), precision="fp16")
+    with pytest.raises(core.BenchError, match="float32 only"):
+        core.prepare([job], core.Settings(), cache_dir=tmp_path)
+
+
+def test_block_against_its_floor_paired(tmp_path):
+    """A real paired group (one runtime process): SimA Q(KᵀV) and its floor, with the ratio."""
+    st = core.Settings(
+        warmup=1, min_runs=3, min_time_s=0.05, max_time_s=1, tries=1,
+        pair_min_rounds=6, pair_min_time_s=0.1, pair_max_time_s=2, pair_profile=False,
+    )  # fmt: skip
+    shape = core.Shape(N, C, H)
+    jobs = core.prepare(
+        [core.Job(core.METHODS[m], shape) for m in ("sima_kv", "floor_kv")], st, cache_dir=tmp_path
+    )
+    assert jobs[1].cost["gflops"] == pytest.approx(floor.macs("floor_kv", 1, N, C, H) / 1e9)
+    specs = core.paired_specs(jobs, st)
+    recs = core.run_local(
+        [core.job_run_spec(j, st) for j in jobs], out=tmp_path / "r.jsonl", paired=specs
+    )
+    (rec,) = pairs.paired(recs)
+    r = pairs.ratio_results(rec)["sima_kv_vs_floor"]
+    assert r["rounds"] >= 6 and r["median"] > 0
+    assert "its matmul floor" in pairs.ratio_line("sima_kv_vs_floor", r)

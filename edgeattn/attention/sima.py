@@ -80,17 +80,20 @@ def sima_kv_first(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Te
     return q @ (k.transpose(-2, -1) @ v)  # (B, h, N, d) @ (B, h, d, d) -> (B, h, N, d)
 
 
-def head_projection(qkv: nn.Linear, x: torch.Tensor, part: int, heads: int) -> torch.Tensor:
+def head_projection(
+    qkv: nn.Linear, x: torch.Tensor, part: int, heads: int, bias: bool = True
+) -> torch.Tensor:
     """Part ``part`` (0 q, 1 k, 2 v) of ``qkv(x)`` per head, (B, N, C) -> (B, h, N, d).
 
     Computed as (B, 1, N, C)·(h, C, d) from a view of the weight, so the result is born in the
-    head-major layout (the weight slices are constants in an exported graph)."""
-    C = x.shape[-1]
+    head-major layout (the weight slices are constants in an exported graph). ``bias=False``
+    leaves the bias out (for a caller that applies it to a smaller product)."""
+    C = qkv.in_features  # an int, not x's traced shape: the weight view folds to a constant
     out = qkv.out_features // 3
     d = out // heads
     w = qkv.weight[part * out : (part + 1) * out].reshape(heads, d, C).transpose(1, 2)
     y = x.unsqueeze(1) @ w  # (B, h, N, d)
-    if qkv.bias is not None:
+    if bias and qkv.bias is not None:
         y = y + qkv.bias[part * out : (part + 1) * out].reshape(heads, 1, d)
     return y
 
@@ -165,8 +168,13 @@ class SimA(nn.Module):
         choice (inside ``torch.cond`` branches the token count cannot be tested)."""
         B, N, C = x.shape
         h, d = self.num_heads, self.head_dim
-        k, v, nk = self._keys_values(x)
-        kv = (k.transpose(-2, -1) @ v) / nk.transpose(-2, -1)  # (B, h, d, d): K̂ᵀV
+        k = head_projection(self.qkv, x, 1, h)  # (B, h, N, d)
+        nk = token_l1_norm(k, self.eps)  # ‖k‖₁: (B, h, 1, d)
+        kv = k.transpose(-2, -1) @ head_projection(self.qkv, x, 2, h, bias=False)  # Kᵀ(XW_v)
+        if self.qkv.bias is not None:  # Kᵀ(XW_v + 1b_vᵀ) = Kᵀ(XW_v) + (Kᵀ1)b_vᵀ: on d×d
+            b_v = self.qkv.bias[2 * h * d :].reshape(h, 1, d)
+            kv = kv + k.sum(dim=-2, keepdim=True).transpose(-2, -1) * b_v
+        kv = kv / nk.transpose(-2, -1)  # (B, h, d, d): K̂ᵀV
         if fold is None:
             fold = isinstance(N, torch.SymInt) or N >= C
         if not fold:
@@ -175,7 +183,8 @@ class SimA(nn.Module):
             return self.proj(o.transpose(1, 2).reshape(B, N, C))
         q = flat_projection(self.qkv, x, 0)  # (B, N, C): the layout Q·M wants
         kv = kv / token_l1_norm_flat(q, self.eps).reshape(B, h, d, 1)  # rows / ‖q‖₁
-        m = (kv @ self.proj.weight.t().reshape(h, d, C)).reshape(B, C, C)  # blockdiag(kv)·W_oᵀ
+        w_o = self.proj.weight.t().reshape(h, d, h * d)  # W_oᵀ's rows per head (a constant)
+        m = (kv @ w_o).reshape(B, C, C)  # blockdiag(kv)·W_oᵀ
         y = q @ m
         return y if self.proj.bias is None else y + self.proj.bias
 

@@ -73,22 +73,33 @@ def _soft_scaling(
     jobs = core.prepare(
         [core.Job(core.METHODS["soft"], core.Shape(n, dim, heads)) for n in (lo, hi)], settings
     )
-    print(f"SOFT at N={lo} and N={hi}: alone, then paired", file=sys.stderr, flush=True)
-    iso = core.run_local([core.job_run_spec(j, settings) for j in jobs], out=out)
-    spec = pairs.group_spec(
-        f"paired/soft_scaling/N{lo}-N{hi}",
-        [(f"soft@{j.shape.tokens}", j.id) for j in jobs],
+    floors = core.prepare(
+        [core.Job(core.METHODS["floor_soft"], core.Shape(n, dim, heads)) for n in (lo, hi)],
         settings,
     )
-    spec["ratios"] = [{"name": f"soft_t{hi}_over_t{lo}", "num": jobs[1].id, "den": jobs[0].id}]
-    spec["profile"] = []
-    recs = core.run_local([core.job_run_spec(j, settings) for j in jobs], out=out, paired=[spec])
-    rec = next(r for r in recs if r.get("kind") == "paired")
-    r = pairs.ratio_results(rec)[f"soft_t{hi}_over_t{lo}"]
-    lines = [
-        f"SOFT t(N={hi}) / t(N={lo}) = {pairs.fmt_ratio(r)} ({r['rounds']} paired rounds, "
-        f"{r['stability_text']}) for {hi / lo:.0f}x the tokens"
+    print(f"SOFT at N={lo} and N={hi}: alone, then paired", file=sys.stderr, flush=True)
+    iso = core.run_local([core.job_run_spec(j, settings) for j in jobs], out=out)
+    members = jobs + floors
+    spec = pairs.group_spec(
+        f"paired/soft_scaling/N{lo}-N{hi}",
+        [(f"{j.method.key}@{j.shape.tokens}", j.id) for j in members],
+        settings,
+    )
+    spec["ratios"] = [
+        {"name": f"{js[0].method.key}_t{hi}_over_t{lo}", "num": js[1].id, "den": js[0].id}
+        for js in (jobs, floors)
     ]
+    spec["profile"] = []
+    recs = core.run_local([core.job_run_spec(j, settings) for j in members], out=out, paired=[spec])
+    rec = next(r for r in recs if r.get("kind") == "paired")
+    res = pairs.ratio_results(rec)
+    lines = []
+    for key, what in (("soft", "SOFT"), ("floor_soft", "its matmul floor")):
+        r = res[f"{key}_t{hi}_over_t{lo}"]
+        lines.append(
+            f"{what} t(N={hi}) / t(N={lo}) = {pairs.fmt_ratio(r)} ({r['rounds']} paired rounds, "
+            f"{r['stability_text']}) for {hi / lo:.0f}x the tokens"
+        )
     mem = {r["id"]: r["memory"] for r in iso if r.get("status") == "ok"}
     if all(j.id in mem for j in jobs):
         peak = [mem[j.id]["peak_rss_mb"] for j in jobs]

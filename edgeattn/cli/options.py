@@ -96,7 +96,11 @@ Methods = Annotated[
     typer.Option(
         "--methods",
         metavar="LIST",
-        help="Comma list: softmax, softmax_fused, sima_qk, sima_kv, sima, soft, xca, all, ops.",
+        help=(
+            "Comma list: softmax, softmax_fused, sima_qk, sima_kv, sima, soft, xca, all; ops "
+            "(Softmax vs l1 alone); floors (floor_qk, floor_kv, floor_soft: each block's matmuls "
+            "alone, for block / floor ratios)."
+        ),
     ),
 ]
 Set = Annotated[

@@ -247,7 +247,7 @@ def _audit(proto: Any, plan: ExportPlan, req: Request, timings: dict[str, float]
     audit = audit_model(proto)
     timings["audit_s"] = time.perf_counter() - t0
     if req.strict_softmax_free:
-        check_softmax_free(audit, plan.name, plan.facts.softmax_hint)
+        check_softmax_free(audit, plan.name, plan.facts.strict_hint)
     return audit
 
 

@@ -76,7 +76,7 @@ class ExportFacts:
     * ``builder``: ``"module:function"`` writing the ONNX graph by hand instead of a torch
       exporter: ``fn(model, *, opset, batch, dynamic) -> (ModelProto, info)`` with ``info``
       ``{"implementation": str, "spec": {extra spec fields}}``.
-    * ``softmax_hint``: the hint given when ``--strict-softmax-free`` finds a softmax.
+    * ``strict_hint``: the hint given when ``--strict-softmax-free`` finds a softmax.
     """
 
     input: str = "image"
@@ -88,7 +88,7 @@ class ExportFacts:
     size_multiple: int | None = None
     fixed_grid: str | None = None
     builder: str | None = None
-    softmax_hint: str | None = None
+    strict_hint: str | None = None
 
     def __post_init__(self) -> None:
         if self.input not in INPUT_KINDS:

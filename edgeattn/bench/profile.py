@@ -10,7 +10,6 @@ time is warned about with the largest unmapped nodes.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,9 @@ def prepare_profile_run(
     if target.endswith(".onnx") or p.is_file():
         if not p.is_file():
             raise BenchError(f"no such ONNX file: {target}")
-        sidecar = p.with_name(p.name + ".json")
-        sc = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        from edgeattn.export.sidecar import read_sidecar
+
+        sc = read_sidecar(p) or {}
         name = (sc.get("spec") or {}).get("model") or p.stem
         return {
             "id": f"profile/{name}",

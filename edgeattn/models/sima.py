@@ -16,8 +16,7 @@ LayerNorm is applied to the class token only; eval and train both return logits 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -28,7 +27,7 @@ from edgeattn.attention.sima import SimA, SimAClassAttention
 from edgeattn.attention.xca import XCA, ClassAttention
 from edgeattn.errors import ModelError
 from edgeattn.models.layers import Mlp, init_vit_weights
-from edgeattn.models.registry import PaperFigures, register_model
+from edgeattn.models.registry import ExportFacts, PaperFigures, register_variants
 
 LN_EPS = 1e-6
 ATTENTIONS = ("sima", "xca")
@@ -319,9 +318,20 @@ class XCiTVisionTransformer(nn.Module):
         return self.head(self.forward_features(x))
 
 
-def _make_entry(name: str, attention: str, size: str, patch_size: int) -> Callable[..., nn.Module]:
+def _xcit_doc(name: str, spec: tuple[str, str, int]) -> str:
+    attention, size, patch_size = spec
+    embed_dim, depth, num_heads, eta, _ = SIZES[size]
+    kind = "SimA" if attention == "sima" else "XCA (softmax)"
+    return (
+        f"XCiT-style {kind} net: dim {embed_dim}, depth {depth}, {num_heads} heads "
+        f"(d_h {embed_dim // num_heads}), patch {patch_size}, LayerScale {eta:g}."
+    )
+
+
+def _fixed(name: str, spec: tuple[str, str, int]) -> dict[str, Any]:
+    attention, size, patch_size = spec
     embed_dim, depth, num_heads, eta, tokens_norm = SIZES[size]
-    fixed: dict[str, Any] = dict(
+    return dict(
         name=name,
         attention=attention,
         patch_size=patch_size,
@@ -331,58 +341,67 @@ def _make_entry(name: str, attention: str, size: str, patch_size: int) -> Callab
         eta=eta,
         tokens_norm=tokens_norm,
     )
-    if attention == "sima":
 
-        def entry(
-            img_size: int = 224,
-            num_classes: int = 1000,
-            order: str = "auto",
-            crossover: int | None = None,
-        ) -> XCiTVisionTransformer:
-            cfg = XCiTConfig(
-                **fixed,
-                img_size=img_size,
-                num_classes=num_classes,
-                order=order,
-                crossover=crossover,
-            )
-            return XCiTVisionTransformer(cfg)
 
-    else:
-
-        def entry(img_size: int = 224, num_classes: int = 1000) -> XCiTVisionTransformer:
-            return XCiTVisionTransformer(
-                XCiTConfig(**fixed, img_size=img_size, num_classes=num_classes)
-            )
-
-    kind = "SimA" if attention == "sima" else "XCA (softmax)"
-    entry.__name__ = entry.__qualname__ = name
-    entry.__doc__ = (
-        f"XCiT-style {kind} net: dim {embed_dim}, depth {depth}, {num_heads} heads "
-        f"(d_h {embed_dim // num_heads}), patch {patch_size}, LayerScale {eta:g}."
+def _sima_net(
+    name: str,
+    spec: tuple[str, str, int],
+    img_size: int = 224,
+    num_classes: int = 1000,
+    order: str = "auto",
+    crossover: int | None = None,
+) -> XCiTVisionTransformer:
+    cfg = XCiTConfig(
+        **_fixed(name, spec),
+        img_size=img_size,
+        num_classes=num_classes,
+        order=order,
+        crossover=crossover,
     )
-    return entry
+    return XCiTVisionTransformer(cfg)
+
+
+def _xca_net(
+    name: str, spec: tuple[str, str, int], img_size: int = 224, num_classes: int = 1000
+) -> XCiTVisionTransformer:
+    cfg = XCiTConfig(**_fixed(name, spec), img_size=img_size, num_classes=num_classes)
+    return XCiTVisionTransformer(cfg)
+
+
+#: Export facts of the SimA nets: the XCiT blocks' SimA layers see the patch grid alone
+#: (N = (H/p)(W/p)); class attention is another module, outside the order policy.
+SIMA_EXPORT = ExportFacts(
+    method="sima",
+    tolerance="TOL_SIMA",
+    tolerance_reason="l1 normalisation then two float32 products, the order chosen alike",
+)
 
 
 def register_family(
-    prefix: str, attention: str, family: str, paper: dict[str, PaperFigures] | None = None
+    prefix: str,
+    attention: str,
+    family: str,
+    paper: dict[str, PaperFigures] | None = None,
+    export: ExportFacts = SIMA_EXPORT,
 ) -> list[str]:
     """Register ``{prefix}_{size}_p{patch}`` for every size and patch; return the names.
 
-    ``paper``: published figures by size (the same for both patch sizes) or by full name."""
-    names = []
+    ``paper``: published figures by size (the same for both patch sizes) or by full name.
+    ``export``: the family's export facts; the patch size is filled in per variant."""
     paper = paper or {}
-    for patch_size in PATCH_SIZES:
-        for size in SIZES:
-            name = f"{prefix}_{size}_p{patch_size}"
-            register_model(
-                _make_entry(name, attention, size, patch_size),
-                name=name,
-                family=family,
-                paper=paper.get(name, paper.get(size)),
-            )
-            names.append(name)
-    return names
+    variants = {
+        f"{prefix}_{size}_p{patch_size}": (attention, size, patch_size)
+        for patch_size in PATCH_SIZES
+        for size in SIZES
+    }
+    entries = register_variants(
+        variants,
+        family=family,
+        doc=_xcit_doc,
+        export=lambda name, spec: replace(export, patch=spec[2], size_multiple=spec[2]),
+        paper=lambda name, spec: paper.get(name, paper.get(spec[1])),
+    )(_sima_net if attention == "sima" else _xca_net)
+    return list(entries)
 
 
 SIMA_MODELS = register_family("sima", "sima", "sima")

@@ -34,7 +34,7 @@ from edgeattn.attention.soft import LANDMARK_MODES, SoftAttention
 from edgeattn.attention.softmax import SRAttention
 from edgeattn.errors import ModelError
 from edgeattn.models.layers import Mlp, init_vit_weights
-from edgeattn.models.registry import PaperFigures, register_model
+from edgeattn.models.registry import ExportFacts, PaperFigures, register_variants
 
 #: Input height and width must be multiples of this (overall stride 32; stage-1 grid / r = 8).
 SIZE_MULTIPLE = 32
@@ -396,37 +396,33 @@ def _build(variant: str, norm: bool, **opts) -> SoftVisionTransformer:
     return SoftVisionTransformer(cfg)
 
 
-def _register(variant: str, norm: bool) -> None:
-    name = f"soft_norm_{variant}" if norm else f"soft_{variant}"
+#: What export is told about every SOFT net (edgeattn.models.registry.ExportFacts).
+SOFT_EXPORT = ExportFacts(
+    input="image",
+    method="soft",
+    tolerance="TOL_SOFT",
+    tolerance_reason="20 float32 Newton steps for the landmark inverse amplify rounding",
+    size_multiple=SIZE_MULTIPLE,
+    strict_hint=(
+        "the released SOFT nets keep softmax attention in stage 4; "
+        "--set softmax_free_stage4=true builds the fully softmax-free variant"
+    ),
+)
+_SOFT_NAMES = {f"soft_{v}": (v, False) for v in SOFT_VARIANTS} | {
+    f"soft_norm_{v}": (v, True) for v in SOFT_VARIANTS
+}
+
+
+def _soft_doc(name: str, spec: tuple[str, bool]) -> str:
+    variant, norm = spec
     kind = "SOFT-Norm (symmetric normalisation)" if norm else "SOFT"
     sizes = SOFT_VARIANTS[variant]
-
-    def entry(
-        img_size: int = 224,
-        num_classes: int = 1000,
-        landmarks: str = "conv",
-        num_landmarks: int = 49,
-        newton_iters: int = 20,
-        softmax_free_stage4: bool = False,
-    ) -> SoftVisionTransformer:
-        return _build(
-            variant,
-            norm,
-            img_size=img_size,
-            num_classes=num_classes,
-            landmarks=landmarks,
-            num_landmarks=num_landmarks,
-            newton_iters=newton_iters,
-            softmax_free_stage4=softmax_free_stage4,
-        )
-
-    entry.__name__ = entry.__qualname__ = name
     note = (
         "the official code's soft_small depths (not the released SOFT-Small)"
         if variant == "small_code"
         else "stage 4 softmax as released"
     )
-    entry.__doc__ = (
+    return (
         f"{kind} {variant}: dims {sizes['embed_dims']}, heads {sizes['num_heads']}, "
         f"depths {sizes['depths']}; {note}.\n\n"
         "Options: img_size (multiple of 32), num_classes, landmarks ('conv' as released, "
@@ -434,24 +430,41 @@ def _register(variant: str, norm: bool) -> None:
         "softmax_free_stage4 (SOFT attention in stage 4 too: needs retraining; official "
         "checkpoints do not load strictly into it)."
     )
-    defaults = {
-        "img_size": 224,
-        "num_classes": 1000,
-        "landmarks": "conv",
-        "num_landmarks": 49,
-        "newton_iters": 20,
-        "softmax_free_stage4": False,
-    }
-    paper = None
-    if variant in SOFT_PAPER and not norm:  # the README gives no Params / FLOPs for the Norm nets
-        params_m, gflops = SOFT_PAPER[variant]
-        source = "SOFT README" if variant == "huge" else "SOFT README / paper Table 3"
-        paper = PaperFigures(params_m, gflops, source)
-    register_model(entry, family="soft", defaults=defaults, paper=paper)
-    globals()[name] = entry
 
 
-for _variant in SOFT_VARIANTS:
-    _register(_variant, norm=False)
-for _variant in SOFT_VARIANTS:
-    _register(_variant, norm=True)
+def _soft_paper(name: str, spec: tuple[str, bool]) -> PaperFigures | None:
+    variant, norm = spec
+    if variant not in SOFT_PAPER or norm:  # the README gives no Params / FLOPs for the Norm nets
+        return None
+    params_m, gflops = SOFT_PAPER[variant]
+    source = "SOFT README" if variant == "huge" else "SOFT README / paper Table 3"
+    return PaperFigures(params_m, gflops, source)
+
+
+def _soft_net(
+    name: str,
+    spec: tuple[str, bool],
+    img_size: int = 224,
+    num_classes: int = 1000,
+    landmarks: str = "conv",
+    num_landmarks: int = 49,
+    newton_iters: int = 20,
+    softmax_free_stage4: bool = False,
+) -> SoftVisionTransformer:
+    variant, norm = spec
+    return _build(
+        variant,
+        norm,
+        img_size=img_size,
+        num_classes=num_classes,
+        landmarks=landmarks,
+        num_landmarks=num_landmarks,
+        newton_iters=newton_iters,
+        softmax_free_stage4=softmax_free_stage4,
+    )
+
+
+SOFT_MODELS = register_variants(
+    _SOFT_NAMES, family="soft", doc=_soft_doc, export=SOFT_EXPORT, paper=_soft_paper
+)(_soft_net)
+globals().update(SOFT_MODELS)

@@ -21,7 +21,6 @@ The remote scripts are fixed one-line ``sh`` programs; every user-derived value 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import datetime
 import hashlib
@@ -30,19 +29,25 @@ import json
 import os
 import re
 import secrets
-import signal
 import tarfile
 import threading
 import time
 import zipapp
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from edgeattn.errors import RemoteError
+from edgeattn.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    RemoteError,
+)
 from edgeattn.remote.ssh import (
     REMAPPED_255,
     DeviceCommandError,
@@ -55,6 +60,7 @@ from edgeattn.remote.ssh import (
     parse_host,
     sh_words,
 )
+from edgeattn.signals import sigterm_as_interrupt
 
 __all__ = [
     "DEFAULT_CACHE",
@@ -710,7 +716,7 @@ def run_remote(
                 hint="the device stops its runtime when the session drops",
             )
         cleaned = not keep_remote  # the run script removed the directory
-        if res.returncode not in (0, 3):
+        if res.returncode not in (EXIT_OK, EXIT_RUN_FAILED):
             raise _measure_error(h.spec, res.returncode, res.stderr, py)
         return result
     except BaseException as exc:
@@ -735,12 +741,12 @@ def run_remote(
 def _measure_error(host: str, rc: int, stderr: str, py: str) -> DeviceCommandError:
     last = _last_line(stderr)
     hint = None
-    if rc == 2:
+    if rc == EXIT_USAGE:
         what = "the device runtime rejected the spec"
     elif rc == 127:
         what = f"{py!r} was not found on the device"
         hint = "pass --remote-python PATH, or run `edgeattn remote check HOST`"
-    elif rc == 130 or rc == 143 or rc == 137:
+    elif rc in (EXIT_INTERRUPTED, EXIT_TERMINATED, 137):  # 137: SIGKILL
         what = "the device runtime was interrupted"
     elif rc in _SCRIPT_ERRORS:
         what = _SCRIPT_ERRORS[rc]
@@ -962,34 +968,10 @@ def run_many(
     )  # bad spec / missing file: fail once, here
     conns = [SSHConnection(p, opts) for p in parsed]
     outcomes = [HostOutcome(p.spec) for p in parsed]
-    with _sigterm_as_interrupt():
+    # SIGTERM -> KeyboardInterrupt while hosts run, so `kill PID` cleans up like Ctrl-C (the devices
+    # stop their runtimes and remove their run directories); a caller's own handler is kept
+    with sigterm_as_interrupt(only_if_default=True):
         return _run_many(parsed, conns, outcomes, spec, model_files, opts, max_parallel, kwargs)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM -> KeyboardInterrupt while hosts run, so ``kill PID`` cleans up like Ctrl-C (the
-    devices stop their runtimes and remove their run directories; the control sockets go).
-
-    Only where nobody handles SIGTERM yet (the default action) and in the main thread; a caller's
-    own handler (a CLI that reports what was kept) is left as it is.
-    """
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            yield
-            return
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _run_many(

@@ -248,6 +248,7 @@ def test_crossover_grid_brackets_head_dim():
     assert g[0] <= 8 and g[-1] >= 512 and 64 in g and g == sorted(set(g))
 
 
+@pytest.mark.slow  # 13 s; crossovers read/written at library level in test_sweep_plan.py
 def test_sweep_crossover_writes_threshold(tmp_path, cache):
     out = tmp_path / "s.jsonl"
     xo = tmp_path / "x.json"

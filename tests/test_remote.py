@@ -637,9 +637,10 @@ def test_host_interrupted_or_killed_stops_the_device_runtime(
                 break
         assert runtime_procs(dev["remote_cache"])
         os.kill(p.pid, sig)
-        assert _wait_for(lambda: not runtime_procs(dev["remote_cache"]), 5.0)
+        # generous: under the full suite on 2 cores the session teardown took > 5 s once
+        assert _wait_for(lambda: not runtime_procs(dev["remote_cache"]), 20.0)
         p.wait(20)
-        assert _wait_for(lambda: os.listdir(dev["remote_dir"]) == [], 5.0)
+        assert _wait_for(lambda: os.listdir(dev["remote_dir"]) == [], 20.0)
     finally:
         if p.poll() is None:
             p.kill()

@@ -85,6 +85,7 @@ def test_bench_writes_one_record_per_method_with_summary(bench_out):
     assert "isolated from the matmuls" in r.stdout and "Softmax" in r.stdout
 
 
+@pytest.mark.slow  # 7 s; --resume is tested in test_runtime_cli.py and test_sweep_plan.py too
 def test_bench_resume_skips_done_measurements(bench_out, cache):
     out, _ = bench_out
     before = read(out)

@@ -425,7 +425,9 @@ def test_bad_runtime_input_size_raises_model_error() -> None:
     assert model(torch.randn(1, 3, 104, 104)).shape == (1, 10)
 
 
-@pytest.mark.parametrize("name", ["sima_nano_12_p16", "sima_deit_tiny_patch16_224"])
+@pytest.mark.parametrize(
+    "name", ["sima_nano_12_p16", pytest.param("sima_deit_tiny_patch16_224", marks=pytest.mark.slow)]
+)
 def test_nets_match_the_textbook_formula_in_float32(monkeypatch, name: str) -> None:
     """The scale-folded SimA (and class attention) inside whole nets, in float32, against the
     same nets running the textbook formula (F.normalize per head, explicit N x N matrix): equal

@@ -244,28 +244,22 @@ def prepare(
         crossover = ov.pop("crossover", None)
         if on_progress:
             on_progress(f"export {job.id}")
-        if job.method.model in OP_METHODS:
-            if job.precision != "fp32":
-                raise BenchError(f"{job.method.key} is a pure-op graph: float32 only")
-            from edgeattn.bench import ops
+        if job.method.model in GRAPH_METHODS:  # built here, not exported: float32 only
+            from edgeattn.bench import floor, ops
 
-            job.onnx_path = ops.export(
-                job.method.model, s.batch, s.heads, s.tokens, settings.opset, cache
-            )
-            job.spec, job.audit = {"opset": settings.opset}, {}
-            done.append(job)
-            continue
-        if job.method.model in FLOOR_METHODS:
+            kind = job.method.model
             if job.precision != "fp32":
-                raise BenchError(f"{job.method.key} is a matmul-floor graph: float32 only")
-            from edgeattn.bench import floor
-
-            job.onnx_path = floor.export(
-                job.method.model, s.batch, s.tokens, s.dim, s.heads, settings.opset, cache
-            )
-            macs = floor.macs(job.method.model, s.batch, s.tokens, s.dim, s.heads)
+                what = "pure-op" if kind in OP_METHODS else "matmul-floor"
+                raise BenchError(f"{job.method.key} is a {what} graph: float32 only")
+            if kind in OP_METHODS:
+                job.onnx_path = ops.export(kind, s.batch, s.heads, s.tokens, settings.opset, cache)
+            else:
+                job.onnx_path = floor.export(
+                    kind, s.batch, s.tokens, s.dim, s.heads, settings.opset, cache
+                )
+                macs = floor.macs(kind, s.batch, s.tokens, s.dim, s.heads)
+                job.cost = {"gflops": macs / 1e9, "newton_gflops": 0.0, "counted": "matmul"}
             job.spec, job.audit = {"opset": settings.opset}, {}
-            job.cost = {"gflops": macs / 1e9, "newton_gflops": 0.0, "counted": "matmul"}
             done.append(job)
             continue
         res = export_onnx(

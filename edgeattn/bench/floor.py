@@ -25,7 +25,6 @@ A block may come in *under* its floor when it evaluates fewer products than the 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,12 +118,7 @@ def export(
     kind: str, batch: int, tokens: int, dim: int, heads: int, opset: int, cache_dir: Path
 ) -> Path:
     """Write (or reuse) the floor graph; the file name carries a hash of its bytes."""
-    data = build(kind, batch, tokens, dim, heads, opset).SerializeToString()
-    digest = hashlib.sha256(data).hexdigest()[:16]
-    name = f"{kind}_B{batch}_N{tokens}_D{dim}_h{heads}_op{opset}_{digest}.onnx"
-    path = Path(cache_dir) / name
-    if not path.is_file():
-        from edgeattn.runtime.records import write_atomic
+    from edgeattn.bench.ops import write_cached
 
-        write_atomic(str(path), data)
-    return path
+    model = build(kind, batch, tokens, dim, heads, opset)
+    return write_cached(model, f"{kind}_B{batch}_N{tokens}_D{dim}_h{heads}_op{opset}", cache_dir)

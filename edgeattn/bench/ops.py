@@ -52,13 +52,19 @@ def build(kind: str, batch: int, heads: int, tokens: int, opset: int):
     return model
 
 
-def export(kind: str, batch: int, heads: int, tokens: int, opset: int, cache_dir: Path) -> Path:
-    """Write (or reuse) the graph; the file name carries a hash of its bytes."""
-    data = build(kind, batch, heads, tokens, opset).SerializeToString()
+def write_cached(model, stem: str, cache_dir: Path) -> Path:
+    """Write (or reuse) a built graph as ``<stem>_<hash of its bytes>.onnx`` in ``cache_dir``."""
+    data = model.SerializeToString()
     digest = hashlib.sha256(data).hexdigest()[:16]
-    path = Path(cache_dir) / f"{kind}_B{batch}_h{heads}_N{tokens}_op{opset}_{digest}.onnx"
+    path = Path(cache_dir) / f"{stem}_{digest}.onnx"
     if not path.is_file():
         from edgeattn.runtime.records import write_atomic
 
         write_atomic(str(path), data)
     return path
+
+
+def export(kind: str, batch: int, heads: int, tokens: int, opset: int, cache_dir: Path) -> Path:
+    """Write (or reuse) the graph; the file name carries a hash of its bytes."""
+    model = build(kind, batch, heads, tokens, opset)
+    return write_cached(model, f"{kind}_B{batch}_h{heads}_N{tokens}_op{opset}", cache_dir)

@@ -1,0 +1,308 @@
+"""Inputs and conversion tools behind :func:`edgeattn.export.precision.convert`.
+
+The seeded inputs (calibration and verification, distinct seeds) and the calibration images;
+the fp16 conversion (``onnxconverter_common``, plus the floor on SimA's l1 clamp) and the int8
+one (``onnxruntime.quantization``, dynamic or static QDQ) with the settings recorded for it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgeattn.errors import ExportError
+from edgeattn.export.precision_groups import _producers, _sima_l1_in
+
+#: Seeds of the calibration inputs and of the verification batch (different on purpose: a
+#: quantiser calibrated on the very inputs it is checked on would look better than it is).
+CALIBRATION_SEED = 1234
+VERIFY_SEED = 4321
+#: Calibration inputs for int8-static (MinMax needs a handful; more only slows the export).
+CALIBRATION_SAMPLES = 16
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+#: fp16: a graph-level safe floor for SimA's l1 clamp. The model's eps (1e-12, F.normalize's)
+#: underflows to 0 in float16 (smallest subnormal 6e-8), and an all-zero column then gives
+#: 0/0 = NaN. The fp16 graph's Clip min becomes float16's smallest *normal* number (6.1e-5,
+#: ``np.finfo(np.float16).tiny``): a column whose l1 sum is below it is numerically zero in
+#: float16 anyway, and dividing by a normal number keeps the result exact (0) instead of
+#: relying on subnormal arithmetic, which some fp16 units flush to zero.
+FP16_L1_FLOOR = float(np.finfo(np.float16).tiny)
+
+
+# ============================================================================ settings
+@dataclass(frozen=True)
+class QuantSettings:
+    """What shaped an int8 file; recorded in the sidecar and the bench records."""
+
+    format: str
+    activation_type: str
+    weight_type: str
+    per_channel: bool
+    reduce_range: bool
+    calibrate_method: str | None
+    calibration: str | None
+    calibration_samples: int | None
+    calibration_seed: int | None
+
+
+# ============================================================================ inputs
+def seeded_inputs(shape: Sequence[int], count: int, seed: int) -> list[np.ndarray]:
+    """``count`` standard-normal float32 arrays of ``shape`` from one seeded generator."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(tuple(shape)).astype(np.float32) for _ in range(count)]
+
+
+def image_inputs(directory: str | os.PathLike, shape: Sequence[int], count: int) -> list:
+    """Images of ``directory`` (sorted by name, at most ``count``) as (B, 3, H, W) float32
+    batches of the export shape: shorter side resized to fit, centre crop, ImageNet mean/std."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise ExportError(f"--calibration {str(d)!r} is not a directory of images")
+    files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ExportError(f"--calibration {str(d)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ExportError(
+            "--calibration DIR needs Pillow to read images", hint="pip install pillow"
+        ) from None
+    _, c, h, w = shape
+    if c != 3:
+        raise ExportError(f"--calibration images are RGB, the model takes {c} channels")
+    mean = np.asarray(IMAGENET_MEAN, np.float32)[:, None, None]
+    std = np.asarray(IMAGENET_STD, np.float32)[:, None, None]
+    out = []
+    for p in files[:count]:
+        try:
+            im = Image.open(p).convert("RGB")
+        except Exception as exc:
+            raise ExportError(f"cannot read calibration image {str(p)!r}: {exc}") from None
+        s = max(h / im.height, w / im.width)
+        im = im.resize((max(w, round(im.width * s)), max(h, round(im.height * s))))
+        left, top = (im.width - w) // 2, (im.height - h) // 2
+        im = im.crop((left, top, left + w, top + h))
+        a = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        out.append(((a - mean) / std)[None].astype(np.float32))
+    b = int(shape[0])
+    if b > 1:  # the export's batch: consecutive images, one batch per calibration input
+        if len(out) < b:
+            raise ExportError(f"--calibration {str(d)!r}: {len(out)} image(s) for a batch of {b}")
+        out = [np.concatenate(out[i : i + b]) for i in range(0, len(out) - b + 1, b)]
+    return out
+
+
+class _Reader:
+    """A ``CalibrationDataReader`` over a list of arrays (ORT duck-types get_next/rewind)."""
+
+    def __init__(self, in_name: str, arrays: list[np.ndarray]) -> None:
+        self.in_name, self.arrays = in_name, arrays
+        self._it: Iterator[np.ndarray] = iter(arrays)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        a = next(self._it, None)
+        return None if a is None else {self.in_name: a}
+
+    def rewind(self) -> None:
+        self._it = iter(self.arrays)
+
+
+# ============================================================================ conversion
+def _fp16_floor_l1(model: onnx.ModelProto) -> int:
+    """Raise the min of every fp16 l1 Clip (SimA) to :data:`FP16_L1_FLOOR`; return how many."""
+    from onnx import numpy_helper
+
+    from edgeattn.export.graph import iter_graphs
+
+    graphs = list(iter_graphs(model.graph))
+    prod: dict[str, onnx.NodeProto] = {}
+    inits: dict[str, onnx.TensorProto] = {}
+    for g in graphs:  # outer-scope names are visible inside If branches
+        prod.update(_producers(g))
+        inits.update({t.name: t for t in g.initializer})
+    count = 0
+    for g in graphs:
+        l1 = set(_sima_l1_in(g))
+        for n in g.node:
+            if n.name not in l1 or n.op_type != "Clip" or len(n.input) < 2 or not n.input[1]:
+                continue
+            src = n.input[1]
+            t = inits.get(src)
+            if t is None and src in prod and prod[src].op_type == "Constant":
+                t = next((a.t for a in prod[src].attribute if a.name == "value"), None)
+            if t is None or t.data_type != onnx.TensorProto.FLOAT16:
+                continue  # kept in float32 (sima_l1 excluded): the model's eps is representable
+            v = numpy_helper.to_array(t)
+            if float(v.max()) < FP16_L1_FLOOR:
+                # a fresh constant in this graph (the old one may be shared with other nodes)
+                new = onnx.helper.make_node(
+                    "Constant",
+                    [],
+                    [f"{n.name}_fp16_floor"],
+                    name=f"{n.name}_fp16_floor",
+                    value=numpy_helper.from_array(
+                        np.asarray(FP16_L1_FLOOR, np.float16).reshape(v.shape)
+                    ),
+                )
+                g.node.insert(list(g.node).index(n), new)
+                n.input[1] = new.output[0]
+                count += 1
+    return count
+
+
+def to_fp16(model: onnx.ModelProto, keep_nodes: Sequence[str]) -> tuple[onnx.ModelProto, dict]:
+    # min_positive_val: the converter clamps tiny constants to it; 6e-8 (fp16's smallest
+    # subnormal) rather than its 1e-7 default so no constant is changed more than rounding
+    # needs (the l1 clamp gets its explicit floor below, not this side effect).
+    import warnings
+
+    from onnxconverter_common import float16
+
+    # Cast(to=float) nodes of the traced graph (DeiT has one) keep their `to` through the
+    # converter, whose output then fails ORT's type check (float16 declared, float produced):
+    # block them, so the converter wraps them in casts instead
+    casts = [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "Cast"
+        and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in n.attribute)
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "the float32 number .. will be truncated": expected
+        out = float16.convert_float_to_float16(
+            model,
+            min_positive_val=float(np.float16(2**-24)),
+            max_finite_val=float(np.finfo(np.float16).max),
+            keep_io_types=True,
+            node_block_list=list(keep_nodes) + casts,
+        )
+    floored = _fp16_floor_l1(out)
+    return out, {
+        "tool": "onnxconverter_common.float16.convert_float_to_float16",
+        "keep_io_types": True,
+        "l1_clamp_floor": FP16_L1_FLOOR if floored else None,
+        "l1_clamps_floored": floored,
+    }
+
+
+def _quant_settings(precision: str, calibration: str | None, samples: int) -> QuantSettings:
+    if precision == "int8-dynamic":
+        return QuantSettings(
+            format="dynamic (DynamicQuantizeLinear + integer ops)",
+            activation_type="uint8 (dynamic, per tensor)",
+            weight_type="int8",
+            per_channel=False,
+            reduce_range=False,
+            calibrate_method=None,
+            calibration=None,
+            calibration_samples=None,
+            calibration_seed=None,
+        )
+    return QuantSettings(
+        format="QDQ",
+        activation_type="uint8",
+        weight_type="int8",
+        # per tensor: ORT's CPU QLinearMatMul (what DQ->MatMul->Q fuses into) rejects
+        # per-channel weight zero points for (K, N) weights ("weight zero point must be a
+        # scalar ..."; measured on deit_tiny_patch16_224)
+        per_channel=False,
+        reduce_range=False,
+        calibrate_method="MinMax",
+        calibration=str(calibration) if calibration else "seeded standard normal",
+        calibration_samples=samples,
+        calibration_seed=None if calibration else CALIBRATION_SEED,
+    )
+
+
+def to_int8(
+    model: onnx.ModelProto,
+    precision: str,
+    keep: Callable[[onnx.ModelProto], list[str]],
+    in_name: str,
+    shape: Sequence[int],
+    calibration: str | os.PathLike | None,
+) -> tuple[onnx.ModelProto, dict, QuantSettings, list[str]]:
+    """(quantised model, info, settings, excluded node names) via onnxruntime.quantization."""
+    # Long for its two quantiser calls' keyword lists (each argument a recorded setting) and
+    # the temp files they share; the steps themselves are few.
+    import logging
+
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+    with tempfile.TemporaryDirectory(prefix="edgeattn-quant-") as td:
+        src = Path(td) / "fp32.onnx"
+        pre = Path(td) / "pre.onnx"
+        dst = Path(td) / "int8.onnx"
+        onnx.save(model, str(src))
+        notes = []
+        try:
+            # symbolic shape inference, as ORT recommends; its ORT-optimisation step is skipped:
+            # it renames fused nodes (MatMulAddFusion, gemm_input_reshape), losing the module
+            # paths the audit and the per-block profile rely on
+            quant_pre_process(str(src), str(pre), skip_optimization=True)
+        except Exception as exc:
+            notes.append(f"quant_pre_process failed, quantising the plain graph: {exc}")
+            pre = src
+        prepared = onnx.load(str(pre))
+        excluded = keep(prepared)
+        if precision == "int8-dynamic":
+            settings = _quant_settings(precision, None, 0)
+            quantize_dynamic(
+                str(pre),
+                str(dst),
+                weight_type=QuantType.QInt8,
+                per_channel=False,
+                reduce_range=False,
+                # MatMul only (ORT's advice for transformers): its dynamic Conv quantiser
+                # needs initializer weights, and SimA's patch embedding conv (BatchNorm folded
+                # by onnxsim) has computed ones ("Expected .. to be an initializer")
+                op_types_to_quantize=["MatMul"],
+                nodes_to_exclude=excluded,
+            )
+        else:
+            if calibration is not None:
+                arrays = image_inputs(calibration, shape, CALIBRATION_SAMPLES)
+            else:
+                arrays = seeded_inputs(shape, CALIBRATION_SAMPLES, CALIBRATION_SEED)
+            settings = _quant_settings(precision, calibration, len(arrays))
+            quantize_static(
+                str(pre),
+                str(dst),
+                _Reader(in_name, arrays),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=settings.per_channel,
+                reduce_range=False,
+                calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=excluded,
+                extra_options={"CalibTensorRangeSymmetric": False},
+            )
+        out = onnx.load(str(dst))
+    tool = "onnxruntime.quantization." + (
+        "quantize_dynamic" if precision == "int8-dynamic" else "quantize_static"
+    )
+    return (
+        out,
+        {"tool": tool, "pre_process": "quant_pre_process", "notes": notes},
+        settings,
+        excluded,
+    )

@@ -20,7 +20,6 @@ Anything else that does not match is an error listing the missing, unexpected an
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import re
 from collections.abc import Mapping
@@ -28,19 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from edgeattn.errors import CheckpointError
+from edgeattn.runtime.records import sha256_file  # the one file hash, importable from here too
 
 log = logging.getLogger(__name__)
 
 # Preference when a file holds several: the EMA weights are what the official SOFT eval uses.
 CHECKPOINT_KEYS = ("state_dict_ema", "model_ema", "model", "state_dict")
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _is_safetensors(head: bytes) -> bool:

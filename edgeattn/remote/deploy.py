@@ -60,6 +60,7 @@ from edgeattn.remote.ssh import (
     parse_host,
     sh_words,
 )
+from edgeattn.runtime.records import sha256_file
 from edgeattn.signals import sigterm_as_interrupt
 
 __all__ = [
@@ -330,11 +331,7 @@ def _sha256(path: Path) -> str:
     with _SHA_LOCK:
         if key in _SHA_CACHE:
             return _SHA_CACHE[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
+    digest = sha256_file(str(path))  # the one file hash; this cache only skips re-reading
     with _SHA_LOCK:
         _SHA_CACHE[key] = digest
     return digest

@@ -525,7 +525,7 @@ def measure(
         rec["device"] = device_fingerprint()
         if not os.path.isfile(rs.model):
             raise FileNotFoundError(f"model file not found: {rs.model}")
-        rec["model"] = records.model_info(rs.model)
+        rec["model"] = records.model_record(rs.model)
         rec["key"] = run_key(rs, rec["model"]["sha256"])
         before = sysinfo.conditions()
         _measure_into(rec, rs, say)

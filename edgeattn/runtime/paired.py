@@ -273,7 +273,7 @@ def measure_group(g: Group, specs: Dict[str, Any], log: Optional[Log] = None) ->
         for rs in members:
             if not os.path.isfile(rs.model):
                 raise FileNotFoundError(f"model file not found: {rs.model}")
-            model = records.model_info(rs.model)
+            model = records.model_record(rs.model)
             member_blocks.append(
                 {
                     "id": rs.id,

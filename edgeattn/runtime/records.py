@@ -577,7 +577,7 @@ def onnx_header(path: str) -> Dict[str, Any]:
     return out
 
 
-def model_info(path: str) -> Dict[str, Any]:
+def model_record(path: str) -> Dict[str, Any]:
     """The record's ``model`` block: basename, sha256, bytes, opset, ir_version, producer."""
     info: Dict[str, Any] = {
         "path": os.path.basename(path),

@@ -331,6 +331,44 @@ def test_cache_hit_skips_export(tmp_path, monkeypatch):
         export_onnx("block_msa", opset=16, **kw)
 
 
+def test_cache_misses_when_the_model_code_changes(tmp_path, monkeypatch):
+    """A cached export belongs to the code that wrote it: with another source fingerprint (a
+    model's forward edited, same package version) the same request exports again."""
+    import edgeattn.export.plan as ep
+
+    kw = dict(SMALL_BLOCK, cache_dir=tmp_path / "cache")
+    first = export_onnx("block_msa", **kw)
+    assert export_onnx("block_msa", **kw).cached
+    monkeypatch.setattr(ep, "code_fingerprint", lambda: "0" * 64)
+    second = export_onnx("block_msa", **kw)
+    assert not second.cached and second.spec["cache_key"] != first.spec["cache_key"]
+    assert second.path != first.path and first.path.exists()
+
+
+def test_source_fingerprint_follows_the_graph_sources_only(tmp_path):
+    import shutil
+
+    import edgeattn
+    import edgeattn.export.plan as ep
+
+    pkg = Path(edgeattn.__file__).resolve().parent
+    root = tmp_path / "edgeattn"
+    for sub in (*ep.GRAPH_SOURCES, "runtime"):
+        shutil.copytree(pkg / sub, root / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    base = ep.source_fingerprint(root)
+    assert base == ep.code_fingerprint()  # the copy hashes as the running package does
+    with open(root / "runtime" / "records.py", "a") as f:  # device-side code: not in the key
+        f.write("# edited\n")
+    assert ep.source_fingerprint(root) == base
+    for sub in ep.GRAPH_SOURCES:
+        f = root / sub / "__init__.py"
+        before = f.read_bytes()
+        f.write_bytes(before + b"# edited\n")
+        assert ep.source_fingerprint(root) != base, sub
+        f.write_bytes(before)
+    assert ep.source_fingerprint(root) == base
+
+
 def test_failed_verification_leaves_nothing(tmp_path, monkeypatch):
     import edgeattn.export.verify as ev
 

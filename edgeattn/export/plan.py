@@ -5,6 +5,7 @@ names and dynamic axes (from the model's export facts), the probe output and the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -168,6 +169,32 @@ def stem(name: str, img_hw, tokens, opset, dynamic, order) -> str:
     return "_".join(parts)
 
 
+#: Sub-packages whose source decides an exported file's bytes (the models, the attention modules
+#: and the export itself); their code is part of the cache key.
+GRAPH_SOURCES = ("attention", "models", "export")
+
+
+def source_fingerprint(root: Path) -> str:
+    """sha256 over the ``*.py`` files of :data:`GRAPH_SOURCES` under ``root`` (relative paths and
+    bytes, sorted)."""
+    h = hashlib.sha256()
+    for sub in GRAPH_SOURCES:
+        for f in sorted((root / sub).rglob("*.py")):
+            h.update(f.relative_to(root).as_posix().encode() + b"\0")
+            h.update(f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """:func:`source_fingerprint` of the running package, part of every export cache key.
+
+    A cached export is reused only if the code that wrote it is the code running now: the package
+    version does not change while a model's forward is edited, and a benchmark would then time
+    the old graph without saying so."""
+    return source_fingerprint(Path(__file__).resolve().parents[1])
+
+
 def cache_key(*parts: Any) -> str:
     import onnx
     import torch
@@ -178,6 +205,7 @@ def cache_key(*parts: Any) -> str:
         {
             "request": jsonable(list(parts)),
             "versions": [edgeattn.__version__, torch.__version__, onnx.__version__],
+            "code": code_fingerprint(),
         },
         sort_keys=True,
     )

@@ -30,15 +30,18 @@ def test_floor_kv_is_the_kv_blocks_matmuls():
 
 def test_floor_soft_leaves_out_the_pooling_the_conv_and_the_landmark_kernel():
     """SOFT's block count minus its floor is, by hand: the depthwise conv skip, the two
-    landmark-pooling products and the m x m kernel (the Newton iterations are counted apart)."""
+    landmark-pooling products, the m x m kernel and |q|² as a ones-row product over the channels
+    (the Newton iterations are counted apart)."""
     n, c, h, m = 1024, 96, 2, floor.SOFT_LANDMARKS
     side, grid, d = 7, 32, c // h  # 49 landmarks pooled from a 32 x 32 grid
     block = count_cost("block_soft", tokens=n, dim=c, heads=h)
     k = 3  # block_soft's conv_size
     conv = n * c * k * k
-    pool = h * side * grid * grid * d + h * side * grid * side * d  # rows, then columns
+    pool = c * grid * grid * side + c * side * grid * side  # columns, then rows
     landmark_kernel = h * m * m * d
-    assert block.flops - floor.macs("floor_soft", 1, n, c, h) == conv + pool + landmark_kernel
+    q_sq = n * c  # (1 x d) . (d x N) per head
+    extra = conv + pool + landmark_kernel + q_sq
+    assert block.flops - floor.macs("floor_soft", 1, n, c, h) == extra
 
 
 @pytest.mark.parametrize("kind", floor.FLOORS)

@@ -59,13 +59,16 @@ def gaussian_kernel(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return torch.exp(-squared_distance(q, k) / 2)
 
 
-def gaussian_kernel_rows(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """:func:`gaussian_kernel` for many rows q (..., n, d) against few k (..., m, d), written as
-    ``exp(q kᵀ - |q|²/2 - |k|²/2)``: the same value, three passes over the (n × m) result
-    (product, two broadcast subtractions, exp) instead of five."""
-    q_half = q.pow(2).sum(dim=-1, keepdim=True) * 0.5  # (..., n, 1)
-    k_half = k.pow(2).sum(dim=-1, keepdim=True).transpose(-1, -2) * 0.5  # (..., 1, m)
-    return torch.exp(q @ k.transpose(-1, -2) - k_half - q_half)
+def gaussian_kernel_cols(k: torch.Tensor, q_t: torch.Tensor) -> torch.Tensor:
+    """:func:`gaussian_kernel` of few rows k (..., m, d) against many columns given
+    channels-first, q_t (..., d, n): (..., m, n), the transpose of ``gaussian_kernel(q, k)``.
+    Written as ``exp(k·q_t − |k|²/2 − |q|²/2)``: the same value, three passes over the (m × n)
+    result (product, two broadcast subtractions, exp) instead of five; ``|q|²`` is a ones-row
+    product (a reduction over the channel axis, which is not the last one here)."""
+    k_half = k.pow(2).sum(dim=-1, keepdim=True) * 0.5  # (..., m, 1)
+    ones = torch.ones(1, q_t.shape[-2], dtype=q_t.dtype, device=q_t.device)
+    q_half = (ones @ (q_t * q_t)) * 0.5  # (..., 1, n)
+    return torch.exp(k @ q_t - k_half - q_half)
 
 
 def _avg_matrix(n_in: int, n_out: int, size: int | None) -> torch.Tensor:
@@ -118,9 +121,9 @@ class AdaptivePool2d(nn.Module):
 class SoftAttentionKernel(nn.Module):
     """The kernel part of SOFT attention (official ``SoftmaxFreeAttentionKernel``).
 
-    Takes per-head ``Q`` and ``V`` of shape (B, h, P + H*W, d) -- ``P = num_prefix_tokens``
-    leading non-spatial tokens (a cls token; 0 in SOFT stages 1-3) followed by the row-major
-    H x W token grid -- and returns X of the same shape.
+    Takes ``Q`` and ``V`` channels-first, (B, h, d, P + H*W) and (B, C, P + H*W) -- ``P =
+    num_prefix_tokens`` leading non-spatial tokens (a cls token; 0 in SOFT stages 1-3) followed
+    by the row-major H x W token grid -- and returns X as (B, C, P + H*W).
 
     Args:
         dim: model width (``num_heads * head_dim``).
@@ -217,49 +220,51 @@ class SoftAttentionKernel(nn.Module):
         inv = newton_inv_norm(k2, self.newton_iters)  # (B, h, m, m)
         return d_sym * inv * d_sym.transpose(-1, -2)
 
-    def landmarks_of(self, Q: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        """The m bottleneck tokens of scaled Q (B, h, P + H*W, d), after ``Qnorm_act``.
+    def landmarks_of(self, Q_t: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        """The m bottleneck tokens of scaled Q, channels-first (B, h, d, P + H*W), after
+        ``Qnorm_act``: (B, h, m, d).
 
-        Pooled landmarks (``avgpool``, ``adaptive``) are two small averaging products over the
-        head-major grid, (oh × H) then (ow × W): the same averages as the pooling layers,
-        without moving Q into the channels-first layout pooling wants. ``conv`` landmarks are the
-        official strided convolution on that layout."""
-        B, h, _, d = Q.shape
+        In that layout the grid is already the (B·h, d, H, W) image the official strided ``conv``
+        landmarks take, and pooled landmarks (``avgpool``, ``adaptive``) are two small averaging
+        products over it, columns first ((W × ow) on all B·C·H rows at once), then rows
+        ((oh × H) on the ow-wide result): the same averages as the pooling layers."""
+        B, h, d, _ = Q_t.shape
         P = self.num_prefix_tokens
-        grid = Q[:, :, P:] if P else Q  # (B, h, H*W, d)
+        grid = Q_t[..., P:] if P else Q_t  # (B, h, d, H*W)
         if self.landmarks == "conv":
-            lm = grid.reshape(B * h, H, W, d).permute(0, 3, 1, 2)  # (B*h, d, H, W)
-            lm = self.Qlandmark_op(lm)  # (B*h, d, H', W')
-            lm = lm.flatten(2).transpose(1, 2).reshape(B, h, -1, d)  # (B, h, m, d)
+            lm = self.Qlandmark_op(grid.reshape(B * h, d, H, W))  # (B*h, d, H', W')
         else:
             if self.landmarks == "adaptive":
                 (oh, ow), size = self.Qlandmark_op.output_size, None
             else:
                 (oh, ow), size = (H // self.ratio, W // self.ratio), self.ratio
-            ph = _avg_matrix(H, oh, size).to(dtype=Q.dtype, device=Q.device)  # (oh, H)
-            pw = _avg_matrix(W, ow, size).to(dtype=Q.dtype, device=Q.device)  # (ow, W)
-            # rows first, as h big products over (H) x (W*d); then columns, on oh rows only
-            lm = (ph @ grid.reshape(B, h, H, W * d)).reshape(B, h, oh, W, d)
-            lm = (pw @ lm).reshape(B, h, oh * ow, d)  # (B, h, m, d), row-major landmark grid
+            ph = _avg_matrix(H, oh, size).to(dtype=Q_t.dtype, device=Q_t.device)  # (oh, H)
+            pw = _avg_matrix(W, ow, size).to(dtype=Q_t.dtype, device=Q_t.device)  # (ow, W)
+            lm = grid.reshape(B, h * d * H, W) @ pw.transpose(0, 1)  # (B, C*H, ow)
+            lm = ph @ lm.reshape(B, h * d, H, ow)  # (B, C, oh, ow)
+        lm = lm.reshape(B, h, d, -1).transpose(-2, -1)  # (B, h, m, d), row-major landmark grid
         if P:  # constructor setting, not a shape test: prefix tokens are extra landmarks
-            lm = torch.cat([Q[:, :, :P], lm], dim=2)  # (B, h, P + m, d)
+            lm = torch.cat([Q_t[..., :P].transpose(-2, -1), lm], dim=2)  # (B, h, P + m, d)
         return self.Qnorm_act(lm)
 
-    def forward(self, Q: torch.Tensor, V_t: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        """X for Q (B, h, N, d), **already divided by** ``q_divisor``, and V channels-first,
-        V_t (B, C, N) with channel ``head * d + i``; returns X channels-first, (B, C, N).
+    def forward(self, Q_t: torch.Tensor, V_t: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        """X for Q channels-first, Q_t (B, h, d, N), **already divided by** ``q_divisor``, and V
+        channels-first, V_t (B, C, N) with channel ``head * d + i``; returns X channels-first,
+        (B, C, N).
 
-        In that layout the depthwise skip is a plain depthwise convolution over (B, C, H, W)
-        (each head's filter repeated for its d channels), the low-rank product is computed as
-        ``Xᵀ = (Vᵀ K1)·(K1 pinv(K2))ᵀ`` and no N-sized tensor is transposed or copied."""
-        B, h, N, d = Q.shape
+        Everything N-sized stays channels-first, so no N-sized tensor is transposed or copied:
+        the kernel is computed transposed, ``K1ᵀ = exp(L·Q_t − |l|²/2 − |q|²/2)`` (B, h, m, N),
+        the low-rank product as ``Xᵀ = (Vᵀ K1)·(pinv(K2)ᵀ K1ᵀ)`` (the official association,
+        ``(K1 pinv)(K1ᵀV)``, transposed), and the depthwise skip is a plain depthwise
+        convolution over (B, C, H, W) (each head's filter repeated for its d channels)."""
+        B, h, d, N = Q_t.shape
         P = self.num_prefix_tokens
-        lm = self.landmarks_of(Q, H, W)  # (B, h, m, d)
-        k1 = gaussian_kernel_rows(Q, lm)  # (B, h, N, m)
+        lm = self.landmarks_of(Q_t, H, W)  # (B, h, m, d)
+        k1_t = gaussian_kernel_cols(lm, Q_t)  # (B, h, m, N) = K1ᵀ
         k2 = gaussian_kernel(lm, lm)  # (B, h, m, m)
         v_t = V_t.reshape(B, h, d, N)
-        kv_t = v_t @ k1  # (B, h, d, m) = (K1ᵀ V)ᵀ
-        X_t = (kv_t @ (k1 @ self._inverse(k2)).transpose(-1, -2)).reshape(B, h * d, N)
+        kv_t = v_t @ k1_t.transpose(-1, -2)  # (B, h, d, m) = (K1ᵀ V)ᵀ
+        X_t = (kv_t @ (self._inverse(k2).transpose(-1, -2) @ k1_t)).reshape(B, h * d, N)
         if self.conv is not None:
             grid = V_t[:, :, P:] if P else V_t  # (B, C, H*W)
             # (h, 1, k, k) -> (C, 1, k, k): each head's filter for its d channels; sizes from
@@ -319,16 +324,19 @@ class SoftAttention(nn.Module):
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
         B, N, C = x.shape
         h, d = self.num_head, self.head_dim
-        # Q head-major straight from per-head weight slices, scaled by head_dim^-1/4 (as the
-        # official division) through the weights: (B, 1, N, C) @ (h, C, d)
+        # Q and V channels-first, (C, C) @ xᵀ: (B, C, N), each head's rows contiguous; Q scaled
+        # by head_dim^-1/4 (as the official division) through its weights
         c = self.attn.q_divisor
-        w_q = (self.W_q.weight / c).reshape(h, d, self.dim).transpose(1, 2)  # a constant
-        q = x.unsqueeze(1) @ w_q
+        q_t = (self.W_q.weight / c) @ x.transpose(1, 2)
         if self.W_q.bias is not None:
-            q = q + (self.W_q.bias / c).reshape(h, 1, d)
-        # V channels-first: (C, C) @ xᵀ, (B, C, N)
+            q_t = q_t + (self.W_q.bias / c)[:, None]
+        q_t = q_t.reshape(B, h, d, N)
         v_t = self.W_v.weight @ x.transpose(1, 2)
         if self.W_v.bias is not None:
             v_t = v_t + self.W_v.bias[:, None]
-        out = self.attn(q, v_t, H, W)  # (B, C, N)
-        return self.ff(out.transpose(1, 2))  # (B, N, C)
+        out = self.attn(q_t, v_t, H, W)  # (B, C, N)
+        # ff on the channels-first X: outᵀ·W_ffᵀ, then the bias as a (1, 1, C) Add, which ORT
+        # does not merge into a Gemm; the transpose then goes into the product (FusedMatMul
+        # transA) instead of being materialised, with a copy behind the Gemm, for the 2-D Gemm
+        y = out.transpose(1, 2) @ self.ff.weight.t()  # (B, N, C)
+        return y if self.ff.bias is None else y + self.ff.bias.reshape(1, 1, -1)

@@ -335,8 +335,10 @@ class SoftAttention(nn.Module):
         if self.W_v.bias is not None:
             v_t = v_t + self.W_v.bias[:, None]
         out = self.attn(q_t, v_t, H, W)  # (B, C, N)
-        # ff on the channels-first X: outᵀ·W_ffᵀ, then the bias as a (1, 1, C) Add, which ORT
-        # does not merge into a Gemm; the transpose then goes into the product (FusedMatMul
-        # transA) instead of being materialised, with a copy behind the Gemm, for the 2-D Gemm
-        y = out.transpose(1, 2) @ self.ff.weight.t()  # (B, N, C)
-        return y if self.ff.bias is None else y + self.ff.bias.reshape(1, 1, -1)
+        # ff on the channels-first X as W_ff·X (+ b as a column), then one transpose of the
+        # result: measured faster here than a product reading X transposed (FusedMatMul transA:
+        # 0.85x its time at N = 16384) or F.linear on a materialised transpose
+        y_t = self.ff.weight @ out  # (B, C, N)
+        if self.ff.bias is not None:
+            y_t = y_t + self.ff.bias[:, None]
+        return y_t.transpose(1, 2)  # (B, N, C)

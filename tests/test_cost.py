@@ -107,8 +107,7 @@ def test_list_json(capsys):
 def test_count_at_a_requested_shape_follows_the_sima_order(order, n):
     """count_cost at any shape (what a bench record needs): SimA's two orders by hand. From
     N >= C the kv order folds W_o into a (C x C) tail (edgeattn.attention.sima): Q·M replaces
-    the per-head Q(KᵀV) product and the projection, M costs C²·d (‖q‖₁ is a reduction, not a
-    product)."""
+    the per-head Q(KᵀV) product and the projection, M costs C²·d, the token sum of |Q| N·C."""
     c, h = 96, 2
     d = c // h
     cost = count_cost("block_sima", tokens=n, dim=c, heads=h, order=order)
@@ -118,5 +117,5 @@ def test_count_at_a_requested_shape_follows_the_sima_order(order, n):
     elif n < c:
         products = 2 * n * c * d
     else:
-        products = n * c * d + c * d * c
+        products = n * c * d + c * d * c + n * c
     assert cost.flops == linear + products and cost.input_shape == (1, n, c)

@@ -196,17 +196,12 @@ class SimA(nn.Module):
             q = head_projection(self.qkv, x, 0, h)  # (B, h, N, d)
             o = q @ (kv / token_l1_norm(q, self.eps).transpose(-2, -1))  # Q̂(K̂ᵀV)
             return self.proj(o.transpose(1, 2).reshape(B, N, C))
-        q_t = channel_projection(self.qkv, x, 0)  # (B, C, N), like K and V
-        nq = q_t.abs().sum(dim=-1, keepdim=True).clamp_min(l1_floor(self.eps, x.dtype))
-        kv = kv / nq.reshape(B, h, d, 1)  # rows / ‖q‖₁
+        q = flat_projection(self.qkv, x, 0)  # (B, N, C): the layout Q·M wants
+        kv = kv / token_l1_norm_flat(q, self.eps).reshape(B, h, d, 1)  # rows / ‖q‖₁
         w_o = self.proj.weight.t().reshape(h, d, h * d)  # W_oᵀ's rows per head (a constant)
-        m = (kv @ w_o).reshape(B, C, C)  # M = blockdiag(kv)·W_oᵀ
-        # y = Q·M, computed channels-first as Mᵀ·Q_t and transposed once: measured faster here
-        # than the token-major product (Q's own projection as W_q·xᵀ is faster too)
-        y_t = m.transpose(-2, -1) @ q_t  # (B, C, N)
-        if self.proj.bias is not None:
-            y_t = y_t + self.proj.bias[:, None]
-        return y_t.transpose(1, 2).contiguous()  # torch.cond wants both branches' layout
+        m = (kv @ w_o).reshape(B, C, C)  # blockdiag(kv)·W_oᵀ
+        y = q @ m
+        return y if self.proj.bias is None else y + self.proj.bias
 
     def _scaled_kv(self, x: torch.Tensor) -> torch.Tensor:
         """``K̂ᵀV = diag(1/‖k‖₁)·KᵀV`` per head, (B, h, d, d), from channels-first K and V.

@@ -637,9 +637,12 @@ def test_host_interrupted_or_killed_stops_the_device_runtime(
                 break
         assert runtime_procs(dev["remote_cache"])
         os.kill(p.pid, sig)
-        # generous: under the full suite on 2 cores the session teardown took > 5 s once
-        assert _wait_for(lambda: not runtime_procs(dev["remote_cache"]), 20.0)
-        p.wait(20)
+        # The bound the code gives: the host's cleanup command may take its whole 20 s timeout,
+        # then the session closes and the device's watcher takes up to 5 s from TERM to KILL.
+        # Under the full suite on 2 cores the runtime outlived 5 s once and 20 s once (alone
+        # this takes ~3 s); a runtime that is never stopped still fails here.
+        assert _wait_for(lambda: not runtime_procs(dev["remote_cache"]), 45.0)
+        p.wait(30)
         assert _wait_for(lambda: os.listdir(dev["remote_dir"]) == [], 20.0)
     finally:
         if p.poll() is None:

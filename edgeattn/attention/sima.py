@@ -82,20 +82,17 @@ def sima_kv_first(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Te
     return q @ (k.transpose(-2, -1) @ v)  # (B, h, N, d) @ (B, h, d, d) -> (B, h, N, d)
 
 
-def head_projection(
-    qkv: nn.Linear, x: torch.Tensor, part: int, heads: int, bias: bool = True
-) -> torch.Tensor:
+def head_projection(qkv: nn.Linear, x: torch.Tensor, part: int, heads: int) -> torch.Tensor:
     """Part ``part`` (0 q, 1 k, 2 v) of ``qkv(x)`` per head, (B, N, C) -> (B, h, N, d).
 
     Computed as (B, 1, N, C)·(h, C, d) from a view of the weight, so the result is born in the
-    head-major layout (the weight slices are constants in an exported graph). ``bias=False``
-    leaves the bias out (for a caller that applies it to a smaller product)."""
+    head-major layout (the weight slices are constants in an exported graph)."""
     C = qkv.in_features  # an int, not x's traced shape: the weight view folds to a constant
     out = qkv.out_features // 3
     d = out // heads
     w = qkv.weight[part * out : (part + 1) * out].reshape(heads, d, C).transpose(1, 2)
     y = x.unsqueeze(1) @ w  # (B, h, N, d)
-    if bias and qkv.bias is not None:
+    if qkv.bias is not None:
         y = y + qkv.bias[part * out : (part + 1) * out].reshape(heads, 1, d)
     return y
 

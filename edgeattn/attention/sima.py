@@ -14,7 +14,8 @@ In the ``qk_first`` order, ``(Q̂K̂ᵀ)V = (Q·diag(1/(‖q‖₁‖k‖₁)))�
 No (B,N,3,h,d) tensor is split and transposed: in ``qk_first`` Q, K and V of each head come
 straight from per-head slices of ``qkv``'s weight ((B,1,N,C)·(h,C,d)); in ``kv_first`` K and V
 are projected channels-first (``W·xᵀ``, (B,C,N), each head's rows contiguous) by two full-width
-GEMMs, which ORT runs faster than 2h per-head ones at large N. The same arithmetic as the official block in
+GEMMs, which ORT runs faster than 2h per-head ones at large N. The same arithmetic as the
+official block in
 exact arithmetic, each channel divided by ``max(‖·‖₁, eps)``; in float32 it agrees with the
 textbook order to rounding (about 1e-7 of the output's scale; see tests/test_sima.py).
 """
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from edgeattn.attention.layout import linear_t
 from edgeattn.attention.order import order_threshold, validate_crossover, validate_order
 
 SIMA_EPS = 1e-12  # F.normalize default, as in the official SimA block
@@ -100,17 +102,12 @@ def head_projection(qkv: nn.Linear, x: torch.Tensor, part: int, heads: int) -> t
 def channel_projection(
     qkv: nn.Linear, x: torch.Tensor, part: int, bias: bool = True
 ) -> torch.Tensor:
-    """Part ``part`` of ``qkv(x)`` channels-first, ``W_part·xᵀ``: (B, N, C) -> (B, C, N).
-
-    One full-width GEMM whose result has each head's d channels as contiguous rows (reshape to
-    (B, h, d, N) is free); ONNX Runtime reads x transposed inside the kernel (a FusedMatMul with
-    transB), so no transpose of x is materialised. ``bias=False`` leaves the bias out."""
+    """Part ``part`` of ``qkv(x)`` channels-first, ``W_part·xᵀ``: (B, N, C) -> (B, C, N)
+    (:func:`~edgeattn.attention.layout.linear_t`). ``bias=False`` leaves the bias out."""
     out = qkv.out_features // 3
     sl = slice(part * out, (part + 1) * out)
-    y = qkv.weight[sl] @ x.transpose(-2, -1)  # (B, C, N)
-    if bias and qkv.bias is not None:
-        y = y + qkv.bias[sl].reshape(out, 1)
-    return y
+    b = qkv.bias[sl] if bias and qkv.bias is not None else None
+    return linear_t(qkv.weight[sl], b, x)
 
 
 def flat_projection(qkv: nn.Linear, x: torch.Tensor, part: int) -> torch.Tensor:

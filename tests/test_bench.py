@@ -117,7 +117,8 @@ def test_report_reads_records_and_writes_csv(bench_out, tmp_path, cache):
     csv_path = tmp_path / "r.csv"
     r = run_cli("report", str(out), "--csv", str(csv_path), cache=cache)
     assert r.returncode == 0, r.stderr
-    assert "median latency (ms) by device" in r.stdout
+    assert "latency as deployed (each method alone, ms) by run" in r.stdout
+    assert "paired ratios by run" in r.stdout
     lines = csv_path.read_text().splitlines()
     assert lines[0].startswith("device,method,")
     assert len(lines) == 1 + len(read(out))
@@ -146,10 +147,15 @@ def test_summary_ratios_come_from_paired_rounds(bench_out):
     assert s["dynamic_order_taken"] == "kv_first"
     # every round ran every member once, in a permutation
     assert all(sorted(o) == list(range(len(ids))) for o in pr["paired"]["round_order"])
-    # without the paired record: ratio of isolated medians, marked unpaired
-    by = {x["meta"]["method"]: x["latency_ms"]["median"] for x in recs}
-    u = report.bench_summary(recs)["exp_vs_l1_fixed_order"]
-    assert u == {"median": pytest.approx(by["softmax"] / by["sima_qk"]), "source": "unpaired"}
+    # every method against the reference (softmax), reference / method, from the same rounds
+    assert s["reference"] == "softmax"
+    for meth, r in s["vs_reference"].items():
+        assert r["median"] == pytest.approx(float(np.median(col["softmax"] / col[meth])), rel=1e-4)
+    assert set(s["vs_reference"]) == set(col) - {"softmax"}
+    # without the paired record there is no ratio at all (never a ratio of isolated medians)
+    u = report.bench_summary(recs)
+    assert u["source"] is None and u["vs_reference"] == {}
+    assert "exp_vs_l1_fixed_order" not in u and report.summary_lines(u) == []
 
 
 @pytest.mark.parametrize(
@@ -307,7 +313,8 @@ def test_sweep_ratio_points_and_verdicts_from_paired_records(bench_out):
     for p in pts:
         assert p["ci_low"] <= p["median"] <= p["ci_high"]
     counts = sw.verdict_counts(allrecs)
-    assert sum(counts.values()) == len(allrecs)
+    measured = [r for r in allrecs if r.get("kind") != "run_end"]  # the run's closing record
+    assert sum(counts.values()) == len(measured)
     assert sum(v for k, v in counts.items() if k.startswith("paired")) == len(read(out, "paired"))
 
 
@@ -324,11 +331,45 @@ def test_report_puts_devices_side_by_side(bench_out, tmp_path, cache):
     f2.write_text("".join(json.dumps(r) + "\n" for r in other))
     res = run_cli("report", str(out), str(f2), cache=cache)
     assert res.returncode == 0, res.stderr
-    assert "paired ratios by device" in res.stdout
+    assert "paired ratios by run" in res.stdout
     header = next(line for line in res.stdout.splitlines() if "ratio" in line and "pi4" in line)
     assert "pi4" in header
     row = next(line for line in res.stdout.splitlines() if "exp vs l1" in line)
     assert row.count("×") == 0 and row.count("[") == 2  # one 'median [low–high]' per device
+    # the same files the other way round: the same report, byte for byte
+    rev = run_cli("report", str(f2), str(out), cache=cache)
+    assert rev.returncode == 0 and rev.stdout == res.stdout
+
+
+def test_report_keeps_two_runs_of_one_device_apart_in_any_order(bench_out, tmp_path, cache):
+    """Two runs on one device: two columns (never averaged), and the summary lines of each run
+    under its own name, whatever the order of the files."""
+    out, _ = bench_out
+    recs = read(out, None)
+    later = []
+    for r in recs:  # a second run, a minute later, every latency 10 % slower
+        r2 = json.loads(json.dumps(r))
+        r2["created_utc"] = "2099" + r2["created_utc"][4:]
+        r2.pop("run_id", None)
+        if r2.get("kind") == "isolated" and r2.get("latency_ms"):
+            r2["latency_ms"]["median"] *= 1.1
+        later.append(r2)
+    f2 = tmp_path / "b2.jsonl"
+    f2.write_text("".join(json.dumps(r) + "\n" for r in later))
+    a = run_cli("report", str(out), str(f2), cache=cache)
+    b = run_cli("report", str(f2), str(out), cache=cache)
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert a.stdout == b.stdout
+    iso = {r["meta"]["method"]: r["latency_ms"]["median"] for r in read(out)}
+    row = next(ln for ln in a.stdout.splitlines() if ln.split("│")[1:2] == [" softmax       "])
+    cells = [c.strip() for c in row.split("│")]
+    # both runs' medians as recorded, neither their mean
+    want = [report._fmt_ms(iso["softmax"]), report._fmt_ms(iso["softmax"] * 1.1)]
+    assert cells[-3:-1] == want, row
+    assert "unpaired" not in a.stdout
+    # one block of named lines per run, the earlier run first
+    heads = [ln for ln in a.stdout.splitlines() if " at N=64, D=32" in ln]
+    assert len(heads) == 2 and "r.jsonl" in heads[0] and "b2.jsonl" in heads[1]
 
 
 def test_regime_comes_from_the_ratios_a_point_holds():
@@ -338,3 +379,65 @@ def test_regime_comes_from_the_ratios_a_point_holds():
     assert regime_of(["exp_vs_l1_fixed_order", "softmax_vs_soft"]) == "tokens"
     assert regime_of(["xca_vs_sima_kv", "xca_vs_sima_dynamic"]) == "channels"
     assert regime_of([]) == "tokens"
+
+
+def _table_ratio(stdout: str, method: str) -> tuple[float, float, float]:
+    """The 'ref ÷ method' cell of the bench table's row for ``method``: (median, low, high)."""
+    import re
+
+    for line in stdout.splitlines():
+        cells = line.split()
+        if cells[:1] == [method]:
+            m = re.search(r"(\d+\.\d+)× \[(\d+\.\d+)–(\d+\.\d+)\]", line)
+            if m:
+                return float(m[1]), float(m[2]), float(m[3])
+    raise AssertionError(f"no ratio cell for {method} in:\n{stdout}")
+
+
+def test_table_and_lines_are_one_pass_one_direction(bench_out):
+    """The table's ratio column and the named lines come from the same paired rounds and read the
+    same way round (reference / method: > 1 = faster than softmax)."""
+    import numpy as np
+
+    out, r = bench_out
+    (pr,) = read(out, "paired")
+    rounds = np.array(pr["paired"]["rounds_ms"])
+    ids = [m["id"] for m in pr["paired"]["members"]]
+    col = {m["meta"]["method"]: rounds[:, ids.index(m["id"])] for m in pr["paired"]["members"]}
+    assert "softmax ÷ method" in r.stdout and "reference time ÷ method time" in r.stdout
+    for meth in ("softmax_fused", "sima_qk", "sima", "soft", "xca"):
+        med, lo, hi = _table_ratio(r.stdout, meth)
+        assert med == pytest.approx(float(np.median(col["softmax"] / col[meth])), abs=0.006)
+        assert lo <= med <= hi
+    # the exp-vs-l1 line is the sima_qk cell: same figure, same direction
+    line = next(ln for ln in r.stdout.splitlines() if "exp vs l1 at fixed" in ln)
+    assert f"{_table_ratio(r.stdout, 'sima_qk')[0]:.2f}× [" in line
+    # the paired p50 column is the paired median, not the isolated one
+    lat = pr["paired"]["latency_ms"]
+    row = next(ln for ln in r.stdout.splitlines() if ln.split()[:1] == ["sima_qk"])
+    assert report._fmt_ms(lat[ids[col_index(pr, "sima_qk")]]["median"]) in row.split()
+
+
+def col_index(pr: dict, method: str) -> int:
+    return [m["meta"]["method"] for m in pr["paired"]["members"]].index(method)
+
+
+def test_two_method_bench_gives_its_ratio_and_says_what_the_lines_need(tmp_path, cache):
+    """The help's own example (--methods softmax,sima): a ratio with an interval in the table and
+    in --json, and the named lines that need sima_qk say so."""
+    out = tmp_path / "two.jsonl"
+    args = ["bench", "--tokens", "64", "--dim", "32", "--heads", "2", "--methods", "softmax,sima"]
+    r = run_cli(*args, "--out", str(out), "--min-runs", "3", *FAST, cache=cache)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (pr,) = read(out, "paired")
+    names = [x["name"] for x in pr["paired"]["ratios"]]
+    assert names == ["vs_ref/sima"]
+    med, lo, hi = _table_ratio(r.stdout, "sima")
+    assert lo <= med <= hi
+    assert "exp vs l1 at fixed (QKᵀ)V order: softmax / SimA (add sima_qk)" in r.stdout
+    j = run_cli(*args, "--out", str(tmp_path / "j.jsonl"), "--json", *FAST, cache=cache)
+    assert j.returncode == 0, j.stderr[-2000:]
+    (summary,) = json.loads(j.stdout)["summary"].values()
+    v = summary["vs_reference"]["sima"]
+    assert summary["reference"] == "softmax" and v["ci_low"] <= v["median"] <= v["ci_high"]
+    assert summary["direction"].startswith("ratios are reference time ÷ method time")

@@ -33,16 +33,18 @@ def test_cache_command_shows_and_clears(tmp_path, monkeypatch, capsys):
     assert main(["cache"]) == 0
     assert "not created yet" in capsys.readouterr().out
     (cache / "sub").mkdir(parents=True)
-    (cache / "m-0123.onnx").write_bytes(b"x" * 2048)
-    (cache / "m-0123.onnx.json").write_text("{}")
-    (cache / "sub" / "y.onnx").write_bytes(b"y")
+    (cache / "m-0123456789abcdef.onnx").write_bytes(b"x" * 2048)
+    (cache / "m-0123456789abcdef.onnx.json").write_text('{"schema": "edgeattn.export/1"}')
+    (cache / "sub" / "y.onnx").write_bytes(b"y")  # not edgeattn's: --clear leaves it
     assert main(["cache", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info == {"path": str(cache), "exists": True, "files": 3, "models": 2, "bytes": 2051,
-                    "cleared": False}  # fmt: skip
+    assert info == {"path": str(cache), "exists": True, "files": 3, "models": 2, "bytes": 2080,
+                    "foreign_files": 1, "cleared": False}  # fmt: skip
     assert main(["cache", "--clear"]) == 0
-    assert "cleared 2 model(s), 3 file(s), 2.0 KB" in capsys.readouterr().out
-    assert cache.is_dir() and not list(cache.iterdir())
+    out = capsys.readouterr().out
+    assert "cleared 1 model(s), 2 file(s), 2.0 KB" in out
+    assert "left 1 file(s) that edgeattn did not write" in out
+    assert [p.name for p in cache.rglob("*")] == ["sub", "y.onnx"]
 
 
 def test_list_unknown_family_names_the_valid_ones(capsys):

@@ -114,7 +114,7 @@ def test_op_breakdown_sums_against_the_raw_profile(tmp_path):
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((1, n, 16)).astype(np.float32)
-    runs = 4
+    runs = 6
     for _ in range(1 + runs):
         sess.run(None, {"x": x})
     path = sess.end_profiling()
@@ -149,6 +149,22 @@ def test_op_breakdown_sums_against_the_raw_profile(tmp_path):
     assert got["norm_ms"] + got["nxn_matmul_ms"] + got["other_ms"] == pytest.approx(
         got["node_ms"], abs=1e-5
     )
+    # per profiled run: the Softmax time of each run window, its median and order-statistic
+    # interval (n = 6: the interval is the range, 96.9 % coverage)
+    windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")[
+        1:
+    ]
+    per_run = [
+        sum(e["dur"] for e in kern if e["args"]["op_name"] == "Softmax" and w0 <= e["ts"] <= w1)
+        / 1e3
+        for w0, w1 in windows
+    ]
+    iv = got["norm_ms_runs"]
+    assert iv["runs"] == runs
+    assert iv["median"] == pytest.approx(float(np.median(per_run)), abs=1e-5)
+    assert iv["ci_low"] == pytest.approx(min(per_run), abs=1e-5)
+    assert iv["ci_high"] == pytest.approx(max(per_run), abs=1e-5)
+    assert iv["verdict"] in ("consistent", "noisy")
 
 
 @pytest.mark.parametrize("kind", ops.OPS)

@@ -325,7 +325,11 @@ def test_profile_command_opt_level_and_reconciliation(toy, tmp_path):
     cmd += ["--runs", "2", "--min-time", "0.05", "--depth", "block", "--out", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    [rec] = [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
+    [rec] = [
+        r
+        for r in map(json.loads, filter(str.strip, out.read_text().splitlines()))
+        if r.get("kind") != "run_end"
+    ]
     assert rec["profile"]["opt_level"] == "basic"
     assert rec["session"]["opt_level"] == "basic"
     assert "in blocks" in r.stdout and "opt level basic" in r.stdout
@@ -385,6 +389,10 @@ def test_bench_profile_opt_level_is_recorded(tmp_path):
     env = dict(os.environ, EDGEATTN_CACHE=str(tmp_path / "cache"))
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
-    [rec] = [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
+    [rec] = [
+        r
+        for r in map(json.loads, filter(str.strip, out.read_text().splitlines()))
+        if r.get("kind") != "run_end"
+    ]
     assert rec["session"]["opt_level"] == "basic" and rec["profile"]["opt_level"] == "basic"
     assert rec["profile"]["attribution"]["method"] == "graph"

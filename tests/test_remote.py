@@ -717,7 +717,8 @@ def test_cli_remote_run_and_check(
         ]
     )
     assert rc == 0
-    assert len(out.read_text().splitlines()) == 2
+    kinds = [json.loads(x).get("kind") for x in out.read_text().splitlines()]
+    assert len(kinds) == 3 and kinds[-1] == "run_end"  # 2 records, then the run's closing one
     rc = main(["remote", "check", "dev", "--remote-python", device_python_no_ort, *common])
     text = capsys.readouterr().out
     assert rc == 1 and "onnxruntime is not installed" in text and "pip install onnxruntime" in text

@@ -58,7 +58,7 @@ def test_record_shape_and_stats_match_numpy(attn_record):
     assert lat["p90"] == pytest.approx(np.percentile(raw, 90), **approx)
     assert lat["p99"] == pytest.approx(np.percentile(raw, 99), **approx)
     assert lat["cv"] == pytest.approx(raw.std(ddof=1) / raw.mean(), rel=1e-4)
-    assert lat["stable"] == (lat["cv"] <= 0.1)
+    assert lat["low_cv"] == (lat["cv"] <= 0.1) and "stable" not in lat
     assert rec["throughput_per_s"] == pytest.approx(1e3 / lat["mean"], rel=1e-6)
     assert rec["samples_per_s"] == pytest.approx(rec["throughput_per_s"])
     # first run and session creation reported apart from the timed runs
@@ -80,10 +80,10 @@ def test_record_shape_and_stats_match_numpy(attn_record):
 
 def test_stats_small_lists():
     st = M.stats([2.0], cv_threshold=0.1)
-    assert st["std"] == 0.0 and st["cv"] == 0.0 and st["stable"] and st["median"] == 2.0
+    assert st["std"] == 0.0 and st["cv"] == 0.0 and st["low_cv"] and st["median"] == 2.0
     st = M.stats([1.0, 2.0, 3.0, 4.0], cv_threshold=0.1)
     assert st["median"] == 2.5 and st["std"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
-    assert not st["stable"]
+    assert not st["low_cv"]
 
 
 def test_timed_runs_bounds():

@@ -146,4 +146,7 @@ def test_run_sweep_end_to_end_without_the_cli(tmp_path, monkeypatch):
     steps.clear()
     again = sw.run_sweep(plan, st, out=tmp_path / "s.jsonl", resume=True, on_progress=steps.append)
     assert len(again.records) == len(res.records)
-    assert len((tmp_path / "s.jsonl").read_text().splitlines()) == len(res.records)
+    lines = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
+    # each sweep (the first and the resumed one) closes its run with one run_end record
+    assert [x.get("kind") for x in lines].count("run_end") == 2
+    assert len([x for x in lines if x.get("kind") != "run_end"]) == len(res.records)

@@ -138,6 +138,8 @@ class Settings:
     max_time_s: float = 10.0
     profile: bool = False
     profile_runs: int = 3
+    # the isolated pass gives latency as deployed and peak memory, never a ratio: one try
+    isolated_tries: int = 1
     opset: int = 17
     seed: int = 0
     # the stability rule (isolated runs and paired groups): up to `tries` tries until two
@@ -146,11 +148,18 @@ class Settings:
     tolerance: float = 0.05
     # the paired pass: all methods of a shape in one process, interleaved rounds per try
     paired: bool = True
-    pair_min_rounds: int = 15
+    # adaptive: two agreeing tries of >= pair_min_rounds rounds, then more rounds only while the
+    # widest ratio interval is wider than ±pair_target_halfwidth and pair_budget_s is not spent
+    pair_min_rounds: int = 10
     pair_max_rounds: int = 1000
     pair_min_time_s: float = 2.0
     pair_max_time_s: float = 15.0
+    pair_target_halfwidth: float = 0.02
+    pair_budget_s: float = 40.0
     pair_profile: bool = True  # profile the fixed-order softmax / SimA pair for the op table
+    # profiled runs per member for the op table: 9 gives a 95 % interval of the median that
+    # leaves out the slowest and the fastest run (a one-off stall cannot set its width)
+    pair_profile_runs: int = 9
 
     def __post_init__(self) -> None:
         if not isinstance(self.tries, int) or self.tries < 1:
@@ -173,7 +182,7 @@ class Settings:
             "profile": self.profile,
             "profile_runs": self.profile_runs,
             "seed": self.seed,
-            "tries": self.tries,
+            "tries": self.isolated_tries,
             "stability_tolerance": self.tolerance,
         }
 
@@ -420,14 +429,21 @@ def measure_local(
     out: Path | None,
     resume: bool = False,
     on_progress: Callable[[str], None] | None = None,
+    timing: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """The local bench: each job alone in a fresh process (its latency and peak memory), then,
     per shape, all its methods paired in one process (the ratios)."""
+    import time
+
     records: list[dict[str, Any]] = []
+    t0 = time.monotonic()
     for i, job in enumerate(jobs, 1):
         if on_progress:
             on_progress(f"measuring {job.id} alone ({i}/{len(jobs)})")
         records += run_local([job_run_spec(job, settings)], out=out, resume=resume)
+    if timing is not None:
+        timing["isolated_s"] = time.monotonic() - t0
+    t0 = time.monotonic()
     if settings.paired:
         for grp in shape_groups(jobs):
             specs = paired_specs(grp, settings)
@@ -440,6 +456,8 @@ def measure_local(
                 )
             runs = [job_run_spec(j, settings) for j in grp]
             records += run_local(runs, out=out, resume=resume, paired=specs)
+    if timing is not None:
+        timing["paired_s"] = time.monotonic() - t0
     return records
 
 
@@ -463,7 +481,12 @@ def run_local(
         specs = [({"runs": list(runs), "paired": list(paired), "isolated": False}, "paired")]
     else:
         specs = [({"runs": [run]}, run.get("id")) for run in runs]
+    from edgeattn.bench import integrity
+
+    run_id = integrity.current()
     for spec, label in specs:
+        if run_id:
+            spec["run_id"] = run_id  # the host command's run, named in every record
         with tempfile.TemporaryDirectory(prefix="edgeattn-bench-") as td:
             spec_path = Path(td) / "spec.json"
             spec_path.write_text(json.dumps(spec))

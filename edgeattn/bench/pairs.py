@@ -63,6 +63,45 @@ def ratios_for(methods: Iterable[str]) -> list[Ratio]:
     return [r for r in RATIOS if r.num in have and r.den in have]
 
 
+#: every ratio edgeattn prints reads "baseline time / candidate time": > 1 means the candidate
+#: (the denominator) is faster. The table's column is the reference over each method.
+DIRECTION = "ratios are reference time ÷ method time: > 1 means faster than the reference"
+#: the prefix of the per-method ratios to the reference a paired group carries
+VS_REF = "vs_ref/"
+#: graphs that are not attention blocks (pure ops, matmul floors): never a block's reference
+_GRAPH_PREFIXES = ("op_", "floor_")
+
+
+def is_graph_method(key: str) -> bool:
+    return key.split("@", 1)[0].startswith(_GRAPH_PREFIXES)
+
+
+def reference_method(members: Sequence[str]) -> str | None:
+    """The reference every method is compared with: softmax (fp32) when measured, else the first
+    attention block, else (only graphs measured) the first member."""
+    if not members:
+        return None
+    if "softmax" in members:
+        return "softmax"
+    blocks = [m for m in members if not is_graph_method(m)]
+    return blocks[0] if blocks else members[0]
+
+
+def vs_ref_ratios(ids: dict[str, str]) -> list[dict[str, str]]:
+    """``vs_ref/<member>`` = reference time / member time for every other member of the same kind
+    (blocks against the reference block; graphs, which time other inputs, against the first
+    graph only when no block was measured)."""
+    ref = reference_method(list(ids))
+    if ref is None:
+        return []
+    same = is_graph_method(ref)
+    return [
+        {"name": f"{VS_REF}{m}", "num": ids[ref], "den": rid}
+        for m, rid in ids.items()
+        if m != ref and is_graph_method(m) == same
+    ]
+
+
 def group_spec(
     group_id: str,
     members: Sequence[tuple[str, str]],
@@ -72,6 +111,7 @@ def group_spec(
     """The runtime's paired-group spec for ``members`` = [(method key, run id)]."""
     ids = {m: rid for m, rid in members}
     ratios = [{"name": r.name, "num": ids[r.num], "den": ids[r.den]} for r in ratios_for(ids)]
+    ratios += vs_ref_ratios(ids)
     profile = [ids[m] for m in PROFILED_PAIR if m in ids] if settings.pair_profile else []
     return {
         "id": group_id,
@@ -85,7 +125,9 @@ def group_spec(
         "tolerance": settings.tolerance,
         "seed": settings.seed,
         "profile": profile if len(profile) == len(PROFILED_PAIR) else [],
-        "profile_runs": settings.profile_runs,
+        "profile_runs": getattr(settings, "pair_profile_runs", settings.profile_runs),
+        "target_halfwidth": getattr(settings, "pair_target_halfwidth", 0.0),
+        "budget_s": getattr(settings, "pair_budget_s", 0.0),
         "meta": dict(meta or {}),
     }
 
@@ -119,6 +161,71 @@ def ratio_results(rec: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def member_keys(rec: dict[str, Any]) -> dict[str, str]:
+    """{run id: pair key} of a paired record's members (``method``, ``method@precision``)."""
+    out = {}
+    for m in (rec.get("paired") or {}).get("members", []):
+        meta = m.get("meta") or {}
+        key = meta.get("method", m["id"])
+        prec = meta.get("precision") or "fp32"
+        out[m["id"]] = key if prec == "fp32" else f"{key}@{prec}"
+    return out
+
+
+def vs_reference(rec: dict[str, Any]) -> tuple[str | None, dict[str, dict[str, Any]]]:
+    """(reference pair key, {member pair key: reference / member ratio}) of one paired record.
+
+    Read from the record's ``vs_ref/`` ratios; records written before those existed get them
+    computed here from the same rounds (``rounds_ms``), with the same statistics."""
+    from edgeattn.runtime import intervals
+
+    keys = member_keys(rec)
+    ids = {k: rid for rid, k in keys.items()}
+    res = ratio_results(rec)
+    out: dict[str, dict[str, Any]] = {}
+    specs = vs_ref_ratios(ids)
+    p = rec.get("paired") or {}
+    col = {m["id"]: i for i, m in enumerate(p.get("members", []))}
+    rounds = p.get("rounds_ms") or []
+    stab = p.get("stability") or {}
+    for spec in specs:
+        member = spec["name"][len(VS_REF) :]
+        r = res.get(spec["name"])
+        if r is None and rounds:
+            num = [row[col[spec["num"]]] for row in rounds]
+            den = [row[col[spec["den"]]] for row in rounds]
+            r = intervals.ratio_summary(num, den)
+            r.update(
+                name=spec["name"],
+                num=spec["num"],
+                den=spec["den"],
+                stability=stab.get("verdict"),
+                stability_text=verdict_text(stab),
+                no_difference=bool(r.get("contains_one")),
+                recomputed=True,
+            )
+        if r is not None:
+            out[member] = r
+    ref = keys.get(specs[0]["num"]) if specs else reference_method(list(ids))
+    return ref, out
+
+
+def stability_note(stab: dict[str, Any] | None) -> str | None:
+    """One line that says what an unstable verdict means for a figure whose interval is tight
+    (the interval is over rounds, each paired; the verdict compares whole tries)."""
+    if not stab or stab.get("verdict") != "unstable":
+        return None
+    deltas = [d for d in stab.get("deltas") or [] if d is not None]
+    worst = f"{max(deltas):.0%}" if deltas else "more"
+    return (
+        f"unstable: the {stab.get('tries')} tries' figures differed by up to {worst} "
+        f"(tolerance {stab.get('tolerance', 0.05):.0%}); the interval is over all rounds, each "
+        "ratio paired within its round, so it is as wide as the rounds' spread, but the machine "
+        "changed between tries: treat the figure as this moment's, rerun on a quieter machine "
+        "before relying on it"
+    )
+
+
 def taken_order(rec: dict[str, Any]) -> str | None:
     for m in (rec.get("paired") or {}).get("members", []):
         meta = m.get("meta") or {}
@@ -142,7 +249,9 @@ def ratio_line(name: str, r: dict[str, Any], order_taken: str | None = None) -> 
         bits[0] = f"{r['confidence']:.0%} CI (too few rounds for 95 %), {r['rounds']} paired rounds"
     if r.get("stability_text"):
         bits.append(
-            r["stability_text"].upper() if r.get("stability") == "unstable" else r["stability_text"]
+            r["stability_text"].upper() + ", see the note"
+            if r.get("stability") == "unstable"
+            else r["stability_text"]
         )
     line = f"{label} = {fmt_ratio(r)} ({', '.join(bits)})"
     if name == "dynamic_order_speedup" and order_taken:
@@ -171,12 +280,49 @@ def _is_nxn(shapes: Sequence[Sequence[int]] | None, n: int) -> bool:
     return any(len(s) >= 2 and s[-1] == n and s[-2] == n for s in shapes or [])
 
 
+#: an op-level figure is "consistent" when its 95 % interval spans at most ±OP_SPREAD of its median
+OP_SPREAD = 0.10
+
+
+def _classify(nd: dict[str, Any], norm_set: set[str], tokens: int) -> str:
+    if nd["op"] in norm_set:
+        return "norm"
+    if nd["op"] in _MATMULS and (
+        _is_nxn(nd.get("in_shapes"), tokens) or _is_nxn(nd.get("out_shapes"), tokens)
+    ):
+        return "nxn"
+    return "other"
+
+
+def _spread(values: Sequence[float]) -> dict[str, Any] | None:
+    """Median of per-run values with its order-statistic interval and a verdict."""
+    from edgeattn.runtime.intervals import median, median_ci
+
+    if len(values) < 2:
+        return None
+    lo, hi, conf = median_ci(values)
+    med = median(values)
+    width = (hi - lo) / 2 / med if med > 0 else float("inf")
+    return {
+        "median": round(med, 6),
+        "ci_low": round(lo, 6),
+        "ci_high": round(hi, 6),
+        "confidence": round(conf, 4),
+        "runs": len(values),
+        "verdict": "consistent" if width <= OP_SPREAD else "noisy",
+    }
+
+
 def op_breakdown(profile: dict[str, Any], normaliser: str, tokens: int) -> dict[str, Any]:
     """Normalisation ops / N×N MatMuls / other from a profile summary with per-node shapes.
 
     Softmax's ops: Softmax, or its decomposition (Exp, ReduceMax, Sub and the ReduceSum/Div that
     follow an Exp); l1's: Abs, ReduceSum, ReduceL1, Clip/Max (the eps) and Div. The N×N MatMuls are
     the MatMul-like nodes with an N×N input or output (QKᵀ and A·V).
+
+    With per-run node times (``runs_ms``, recorded since the op table got its interval), the
+    normalisation time and share also come per profiled run: ``norm_ms_runs`` / ``norm_share_runs``
+    hold the median, its 95 % interval and a verdict (``consistent`` within ±10 %, else ``noisy``).
     """
     nodes = profile.get("nodes") or []
     total = float(profile.get("total_node_ms") or 0.0)
@@ -186,16 +332,21 @@ def op_breakdown(profile: dict[str, Any], normaliser: str, tokens: int) -> dict[
     norm_ms = mm_ms = 0.0
     norm_ops: dict[str, float] = {}
     mm_count = 0
+    n_runs = max((len(nd.get("runs_ms") or []) for nd in nodes), default=0)
+    per_run = {k: [0.0] * n_runs for k in ("norm", "nxn", "other")}
     for nd in nodes:
         ms = float(nd.get("ms") or 0.0)
-        if nd["op"] in norm_set:
+        kind = _classify(nd, norm_set, tokens)
+        for i, v in enumerate(nd.get("runs_ms") or []):
+            per_run[kind][i] += float(v)
+        if kind == "norm":
             norm_ms += ms
             norm_ops[nd["op"]] = norm_ops.get(nd["op"], 0.0) + ms
-        elif nd["op"] in _MATMULS and (
-            _is_nxn(nd.get("in_shapes"), tokens) or _is_nxn(nd.get("out_shapes"), tokens)
-        ):
+        elif kind == "nxn":
             mm_ms += ms
             mm_count += 1
+    totals = [sum(per_run[k][i] for k in per_run) for i in range(n_runs)]
+    shares = [per_run["norm"][i] / t for i, t in enumerate(totals) if t > 0]
     return {
         "norm_ms": round(norm_ms, 6),
         "norm_ops": {k: round(v, 6) for k, v in sorted(norm_ops.items(), key=lambda kv: -kv[1])},
@@ -206,6 +357,8 @@ def op_breakdown(profile: dict[str, Any], normaliser: str, tokens: int) -> dict[
         "other_ms": round(total - norm_ms - mm_ms, 6),
         "node_ms": round(total, 6),
         "profiled_runs": profile.get("runs"),
+        "norm_ms_runs": _spread(per_run["norm"]),
+        "norm_share_runs": _spread(shares),
     }
 
 
@@ -225,37 +378,84 @@ def op_breakdowns(rec: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def op_table(rec: dict[str, Any], title: str = "") -> Any:
+    """The op-level table: per profiled method, the normalisation ops' time and share of node time
+    (median of the profiled runs [95 % interval]) with a verdict, next to the N×N MatMuls and the
+    whole node time; which ops were counted is :func:`op_lines`."""
+    from rich import box
     from rich.table import Table
 
     rows = op_breakdowns(rec)
+    runs = sorted({b.get("profiled_runs") or 0 for b in rows.values()})
     t = Table(
-        title=title or "exp vs l1, isolated from the matmuls (ORT profiler, node time per run)",
+        title=title
+        or "exp vs l1, isolated from the matmuls (ORT profiler, ms per run: median of "
+        f"{'/'.join(map(str, runs))} profiled runs [95 % interval])",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
-    for c, kw in (
-        ("method", {"no_wrap": True}),
-        ("normalisation ops", {}),
-        ("norm ms", {"justify": "right"}),
-        ("share", {"justify": "right"}),
-        ("N×N MatMuls ms", {"justify": "right"}),
-        ("share", {"justify": "right"}),
-        ("other ms", {"justify": "right"}),
-        ("node ms", {"justify": "right"}),
-    ):
-        t.add_column(c, **kw)
+    for c in ("method", "norm ms", "norm share", "N×N mm", "node ms", "verdict"):
+        t.add_column(c, no_wrap=True, justify="left" if c in ("method", "verdict") else "right")
     for meth, b in rows.items():
-        ops = ", ".join(f"{k} {v:.2f}" for k, v in b["norm_ops"].items()) or "-"
-        t.add_row(
-            meth,
-            ops,
-            f"{b['norm_ms']:.2f}",
-            _pct(b["norm_share"]),
-            f"{b['nxn_matmul_ms']:.2f} ({b['nxn_matmuls']})",
-            _pct(b["nxn_matmul_share"]),
-            f"{b['other_ms']:.2f}",
-            f"{b['node_ms']:.2f}",
-        )
+        nm, sh = b.get("norm_ms_runs"), b.get("norm_share_runs")
+        norm = _ms(b["norm_ms"]) if nm is None else _fmt_iv(nm, "ms")
+        share = _pct(b["norm_share"]) if sh is None else _fmt_iv(sh, "{:.0%}")
+        t.add_row(meth, norm, share, _ms(b["nxn_matmul_ms"]), _ms(b["node_ms"]), op_verdict(b))
     return t
+
+
+def op_lines(rec: dict[str, Any]) -> list[str]:
+    """'normalisation ops of softmax: Softmax 27.4 ms; N×N MatMuls: 2' per profiled method."""
+    out = []
+    for meth, b in op_breakdowns(rec).items():
+        ops = ", ".join(f"{k} {_ms(v)}" for k, v in b["norm_ops"].items()) or "none"
+        out.append(
+            f"{meth}: normalisation ops {ops} ms; {b['nxn_matmuls']} N×N MatMuls; "
+            f"other {_ms(b['other_ms'])} ms"
+        )
+    return out
+
+
+def _fmt_iv(d: dict[str, Any], fmt: str) -> str:
+    f = fmt.format if fmt != "ms" else _ms
+    return f"{f(d['median'])} [{f(d['ci_low'])}–{f(d['ci_high'])}]"
+
+
+def _ms(v: float) -> str:
+    """Three significant figures: an op of 0.0123 ms stays readable."""
+    return f"{v:.3g}" if v < 10 else f"{v:.1f}"
+
+
+def op_verdict(b: dict[str, Any]) -> str:
+    """'consistent' (the normalisation time's interval within ±10 %), 'noisy ±X %', or 'no
+    interval' for records made before per-run profile times."""
+    nm = b.get("norm_ms_runs")
+    if nm is None:
+        return "no interval"
+    if nm["verdict"] == "consistent":
+        return "consistent"
+    half = (nm["ci_high"] - nm["ci_low"]) / 2 / nm["median"] if nm["median"] else float("inf")
+    return f"noisy ±{half:.0%}"
+
+
+def op_note(rec: dict[str, Any]) -> str | None:
+    """One line under the op table when a verdict needs explaining."""
+    rows = op_breakdowns(rec)
+    noisy = [m for m, b in rows.items() if op_verdict(b).startswith("noisy")]
+    if not noisy:
+        return None
+    share_ok = all(
+        (rows[m].get("norm_share_runs") or {}).get("verdict") == "consistent" for m in noisy
+    )
+    why = (
+        "the share of node time held (each run's share is its own ratio): read the share"
+        if share_ok
+        else "so did the share: the machine was busy while profiling; rerun before quoting it"
+    )
+    return (
+        f"op table: {', '.join(noisy)}: the normalisation time varied more than ±"
+        f"{OP_SPREAD:.0%} across profiled runs; {why}"
+    )
 
 
 def _pct(v: float | None) -> str:

@@ -42,12 +42,38 @@ def plot_records(records: Sequence[dict[str, Any]], path: str | Path, title: str
     ns = {(r.get("meta") or {}).get("tokens") for r in rs}
     ds = {(r.get("meta") or {}).get("dim") for r in rs}
     if len(ns) == 1 and len(ds) == 1:  # one shape (a bench run): bars per method and device
+        from edgeattn.bench import pairs
+        from edgeattn.bench.report import latest_paired
+
         fig, ax = plt.subplots(figsize=(7, 4))
-        labels = [f"{(r.get('meta') or {}).get('method')}\n{device_label(r)[:24]}" for r in rs]
-        vals = [p50(r) for r in rs]
-        ax.bar(range(len(vals)), vals)
-        ax.set_xticks(range(len(vals)), labels, fontsize=7)
-        ax.set_ylabel("median latency (ms)")
+        bars: list[tuple[str, float, float, float]] = []  # label, median, -err, +err
+        for dev in sorted({device_label(r) for r in rs}):
+            prec = latest_paired([r for r in records if device_label(r) == dev])
+            if prec is None:
+                continue
+            lat = (prec.get("paired") or {}).get("latency_ms") or {}
+            for rid, key in pairs.member_keys(prec).items():
+                v = lat.get(rid) or {}
+                if v.get("median") is None:
+                    continue
+                med = v["median"]
+                lo, hi = v.get("ci_low", med), v.get("ci_high", med)
+                bars.append((f"{key}\n{dev[:24]}", med, med - lo, hi - med))
+        ylabel = "paired median latency (ms), 95 % interval"
+        if not bars:  # no paired pass: each method alone
+            bars = [
+                (f"{(r.get('meta') or {}).get('method')}\n{device_label(r)[:24]}", p50(r), 0, 0)
+                for r in rs
+            ]
+            ylabel = "median latency alone (ms)"
+        ax.bar(
+            range(len(bars)),
+            [b[1] for b in bars],
+            yerr=[[b[2] for b in bars], [b[3] for b in bars]],
+            capsize=3,
+        )
+        ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=7)
+        ax.set_ylabel(ylabel)
         ax.set_title(title or "attention block latency")
         fig.tight_layout()
         return _save(fig, plt, path)

@@ -17,10 +17,15 @@ reference run holds (the scores and the probabilities), so it is the figure used
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import errno
+import json
+import math
 import os
+import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +60,82 @@ def _make_parent(path: Path, what: str) -> Path:
     return parent
 
 
-def check_out(path: str | os.PathLike, what: str = "--out") -> None:
-    """The records file can be created (or opened) for append: not a directory, its directory
-    exists or can be made, the file system takes writes. A file made only to try is removed."""
+#: ``--force`` of bench/sweep: set around the library call by the CLI (``appending_anyway``), so
+#: ``check_out`` accepts a file that is not an edgeattn records file
+_FORCE_OUT: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "edgeattn_force_out", default=False
+)
+
+
+@contextlib.contextmanager
+def appending_anyway(force: bool) -> Iterator[None]:
+    """Within the block, :func:`check_out` lets records be appended to a file that is not an
+    edgeattn records file when ``force`` (the commands' ``--force``)."""
+    token = _FORCE_OUT.set(bool(force))
+    try:
+        yield
+    finally:
+        _FORCE_OUT.reset(token)
+
+
+def records_file_problem(path: str | os.PathLike) -> str | None:
+    """Why records must not be appended to the existing ``path`` (None: it is empty, missing,
+    or an edgeattn records file, i.e. its first line is a record of edgeattn's schema). Reads
+    at most the first line (1 MiB); never opens anything but a regular file."""
+    from edgeattn.runtime.records import SCHEMA
+
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return None  # check_appendable names the error
+    if not stat.S_ISREG(st.st_mode):
+        return None if p.is_dir() else "is not a regular file"
+    if st.st_size == 0:
+        return None
+    try:
+        with open(p, "rb") as f:
+            head = f.read(1 << 20)
+    except OSError:
+        return None
+    first = head.lstrip(b" \t\r\n").split(b"\n", 1)
+    line = first[0].strip()
+    family = SCHEMA.split("/", 1)[0] + "/"  # edgeattn.record/ (any version)
+    try:
+        obj = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        obj = None
+        # a cut first line (an interrupted first write) of one of our records
+        if len(first) == 1 and line.startswith(b"{") and f'"{family}'.encode() in line:
+            return None
+    if isinstance(obj, dict) and str(obj.get("schema", "")).startswith(family):
+        return None
+    return f"is not an edgeattn records file (its first line is no {SCHEMA} record)"
+
+
+def check_out(path: str | os.PathLike, what: str = "--out", force: bool | None = None) -> None:
+    """The records file can be created (or opened) for append: not a directory, not a file of
+    someone else's (an existing non-empty file whose first line is not an edgeattn record: refused
+    unless ``force``, default: inside :func:`appending_anyway`), its directory exists or can be
+    made, the file system takes writes. A file made only to try is removed."""
     from edgeattn.runtime import records
 
     p = Path(path)
     if p.is_dir():
         raise BenchError(
             f"{what} {str(p)!r} is a directory; give a file name such as {str(p / 'results.jsonl')!r}"
+        )
+    if force is None:
+        force = _FORCE_OUT.get()
+    problem = records_file_problem(p)
+    if problem == "is not a regular file":
+        raise BenchError(f"{what} {str(p)!r} {problem}; give a records file name")
+    if problem and not force:
+        raise BenchError(
+            f"{what} {str(p)!r} {problem}; refusing to append to it (--force appends anyway)",
+            hint="choose another --out file",
         )
     _make_parent(p, what)
     existed = os.path.lexists(p)
@@ -137,6 +209,22 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+#: --threads above this many times the usable cores here is refused (ORT's thread pool at
+#: --threads 100000 kills the runtime with signal 11); between the cores and this: a warning
+THREADS_PER_CORE_LIMIT = 4
+#: with --host the cores are the device's, unknown here: only this absolute bound applies
+MAX_THREADS = 1024
+
+
+def _seconds(name: str, value: float | None, example: str) -> None:
+    if value is None:
+        return
+    if not math.isfinite(value) or value <= 0:
+        raise BenchError(
+            f"{name} {value:g}: must be a finite number of seconds > 0 (e.g. {example})"
+        )
+
+
 def check_numbers(
     *,
     threads: int | None = None,
@@ -145,8 +233,12 @@ def check_numbers(
     runs: int | None = None,
     min_time: float | None = None,
     max_time: float | None = None,
+    remote: bool = False,
 ) -> list[str]:
-    """Ranges of the timing options; returns warnings (threads above the usable cores)."""
+    """Ranges of the timing options; returns warnings (threads above the usable cores).
+
+    ``--threads`` above ``THREADS_PER_CORE_LIMIT`` × the usable cores (or ``MAX_THREADS`` when the
+    runs are on SSH hosts, ``remote``) is refused; above the cores it is a warning."""
     warnings = []
     cores = usable_cores()
     if threads is not None:
@@ -155,7 +247,14 @@ def check_numbers(
                 f"--threads {threads}: must be >= 0 (0 = ONNX Runtime's default; "
                 f"this machine has {cores} usable core(s))"
             )
-        if threads > cores:
+        limit = MAX_THREADS if remote else min(MAX_THREADS, THREADS_PER_CORE_LIMIT * cores)
+        if threads > limit:
+            why = "" if remote else f" ({THREADS_PER_CORE_LIMIT}× the {cores} usable core(s) here)"
+            raise BenchError(
+                f"--threads {threads}: more than {limit}{why}; use 1..{limit}, or 0 for "
+                "ONNX Runtime's default"
+            )
+        if threads > cores and not remote:
             warnings.append(
                 f"--threads {threads} is above the {cores} usable core(s) here: "
                 "threads will share cores and timings get noisier"
@@ -166,10 +265,8 @@ def check_numbers(
         raise BenchError(f"--min-runs {min_runs}: must be between 1 and {MAX_RUNS}")
     if runs is not None and runs < 1:
         raise BenchError(f"--runs {runs}: must be >= 1")
-    if min_time is not None and not min_time > 0:
-        raise BenchError(f"--min-time {min_time:g}: must be > 0 seconds (e.g. 0.5)")
-    if max_time is not None and not max_time > 0:
-        raise BenchError(f"--max-time {max_time:g}: must be > 0 seconds (e.g. 10)")
+    _seconds("--min-time", min_time, "0.5")
+    _seconds("--max-time", max_time, "10")
     if min_time is not None and max_time is not None and max_time < min_time:
         raise BenchError(f"--max-time {max_time:g}: must be >= --min-time ({min_time:g})")
     return warnings
@@ -311,6 +408,114 @@ def check_memory(
     raise BenchError(f"{msg}; {' or '.join(fixes)} or pass --no-memory-guard")
 
 
+# ------------------------------------------------------------ memory guard of export and profile
+
+#: an image net's activations per input pixel, float32: the image (3) and the finest stage's
+#: tensors (SOFT's stride-4 stage: 64 channels = 4 per pixel, ×4 in its MLP) ≈ 16 values
+NET_PIXEL_BYTES = 16 * BYTES
+#: copies of the weights held at once while exporting: the module, the traced graph, the ONNX
+#: proto, the ONNX Runtime session that verifies it
+WEIGHT_COPIES = 4
+#: attention methods whose exported net holds N×N maps over its tokens (``ExportFacts.method``):
+#: softmax (DeiT) over every token; SOFT's released stage 4 (softmax over the stride-32 grid)
+_NET_MAPS = ("softmax", "fused", "soft")
+
+
+def _entry_defaults(entry: Any) -> dict[str, Any]:
+    import inspect
+
+    return {
+        k: p.default
+        for k, p in inspect.signature(entry.fn).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def _side(v: Any) -> tuple[int, int] | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int) and v > 0:
+        return v, v
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) for x in v):
+        return int(v[0]), int(v[1])
+    return None
+
+
+def estimate_model_mb(
+    name: str,
+    *,
+    img_size: Any = None,
+    tokens: int | None = None,
+    dim: int | None = None,
+    heads: int | None = None,
+    batch: int = 1,
+    overrides: dict[str, Any] | None = None,
+    order: str | None = None,
+    crossover: int | None = None,
+) -> tuple[float, str] | None:
+    """(peak MB, what) of exporting (and verifying, or profiling) the registered ``name``, from
+    its registry facts alone (no model is built): an attention block as bench's jobs
+    (:func:`estimate_mb`); an image net as ``BASE + WEIGHT_COPIES · params · 4 B +
+    NET_PIXEL_BYTES · B·H·W + MAP_FACTOR · B · N² · 4 B`` where N is the tokens of the stage that
+    holds an N×N softmax map (one head counted: a lower bound). None when the size is not one
+    this guard reads (the export names the problem)."""
+    from edgeattn.models.registry import get_entry
+
+    entry = get_entry(name)  # ModelError with close matches
+    facts = entry.export
+    ov = dict(_entry_defaults(entry), **(overrides or {}))
+    if facts.is_tokens:
+        from edgeattn.bench.core import METHODS, Job, Shape
+
+        n = tokens if tokens is not None else ov.get("tokens")
+        d = dim if dim is not None else ov.get("dim")
+        h = heads if heads is not None else ov.get("heads")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (n, d, h)):
+            return None
+        if d % h:
+            return None
+        # soft (m landmarks) and xca (d×d) are linear in N, as sima_kv
+        kind = {"softmax": "softmax", "fused": "softmax_fused", "sima": "sima"}.get(
+            facts.method, "sima_kv"
+        )
+        extra = {"order": order or ov.get("order") or "auto"}
+        if crossover is not None or ov.get("crossover") is not None:
+            extra["crossover"] = crossover if crossover is not None else ov.get("crossover")
+        job = Job(METHODS[kind], Shape(n, d, h, max(1, batch)), extra=extra)
+        return estimate_mb(job), f"{name} at N={n}"
+    hw = _side(img_size) or _side(ov.get("img_size")) or (224, 224)
+    h_px, w_px = hw
+    b = max(1, batch)
+    params = entry.cost.params if entry.cost is not None else 0
+    mb = BASE_MB + (WEIGHT_COPIES * params * BYTES + NET_PIXEL_BYTES * b * h_px * w_px) / 1e6
+    if facts.method in _NET_MAPS and not (facts.method == "soft" and ov.get("softmax_free_stage4")):
+        stride = facts.patch or facts.size_multiple or 32
+        n = (h_px // stride) * (w_px // stride) + facts.extra_tokens
+        mb += MAP_FACTOR * b * n * n * BYTES / 1e6
+    return mb, f"{name} at {h_px}×{w_px} px"
+
+
+def check_model_memory(
+    name: str, *, available: float | None = None, fix: str = "a smaller size", **kw: Any
+) -> None:
+    """Refuse exporting/profiling ``name`` when :func:`estimate_model_mb` exceeds the memory
+    available here; one line with both figures and the flag that overrides."""
+    est = estimate_model_mb(name, **kw)
+    if est is None:
+        return
+    if available is None:
+        available = available_mb()
+    if not available or est[0] <= available:
+        return
+    raise BenchError(
+        f"{est[1]} needs ≈ {_gb(est[0])} or more (export, verification and ONNX Runtime), "
+        f"{_gb(available)} available here; use {fix} or pass --no-memory-guard"
+    )
+
+
+PROFILE_DEPTHS = ("stage", "block", "sub", "all")  # edgeattn.bench.profile.profile_tables
+
+
 # ----------------------------------------------------------------------------------- per command
 
 
@@ -330,8 +535,9 @@ def check_bench(
 ) -> list[str]:
     """Everything ``edgeattn bench`` can check before exporting; returns warnings."""
     warnings = check_numbers(
-        threads=threads, warmup=warmup, min_runs=min_runs, min_time=min_time, max_time=max_time
-    )
+        threads=threads, warmup=warmup, min_runs=min_runs, min_time=min_time, max_time=max_time,
+        remote=bool(hosts),
+    )  # fmt: skip
     check_hosts(hosts)
     check_grids(jobs, methods)
     if memory_guard:
@@ -377,8 +583,23 @@ def check_profile(
     threads: int | None = None,
     runs: int | None = None,
     min_time: float | None = None,
+    target: str | None = None,
+    img_size: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    depth: str | None = None,
+    memory_guard: bool = True,
+    force: bool | None = None,
 ) -> list[str]:
     """Everything ``edgeattn profile`` can check before exporting; returns warnings."""
+    if depth is not None and depth not in PROFILE_DEPTHS:
+        raise BenchError(f"--depth {depth!r}; valid: {', '.join(PROFILE_DEPTHS)}")
     warnings = check_numbers(threads=threads, runs=runs, min_time=min_time)
-    check_out(out)
+    if target is not None and not (target.endswith(".onnx") or Path(target).is_file()):
+        if img_size is not None and img_size <= 0:
+            raise BenchError(f"--img-size {img_size}: must be a positive number of pixels")
+        if memory_guard:
+            check_model_memory(
+                target, img_size=img_size, overrides=overrides, fix="a smaller --img-size"
+            )
+    check_out(out, force=force)
     return warnings

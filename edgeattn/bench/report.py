@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import csv
 import io
-import statistics
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
+
+#: record kinds that are not one method's measurement (paired groups, a run's closing record)
+NOT_ISOLATED = ("paired", "run_end")
 
 
 def ok(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ok *isolated* records (one method alone); paired records are read by ``pairs``."""
-    return [r for r in records if r.get("status") == "ok" and r.get("kind") != "paired"]
+    return [r for r in isolated(records) if r.get("status") == "ok"]
 
 
 def isolated(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Isolated records, ok or not (tables list failures too)."""
-    return [r for r in records if r.get("kind") != "paired"]
+    return [r for r in records if r.get("kind") not in NOT_ISOLATED and "status" in r]
 
 
 def p50(rec: dict[str, Any]) -> float | None:
@@ -34,52 +37,115 @@ def device_label(rec: dict[str, Any]) -> str:
 
 
 def by_method(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Last ok record per method key (a bench run measures each method once per shape)."""
+    """The latest ok isolated record per method key (by ``created_utc``, never by file order)."""
     out: dict[str, dict[str, Any]] = {}
-    for r in ok(records):
-        out[(r.get("meta") or {}).get("method", "?")] = r
+    for r in sorted(ok(records), key=lambda r: r.get("created_utc") or ""):
+        meta = r.get("meta") or {}
+        key = meta.get("method", "?")
+        if (meta.get("precision") or "fp32") != "fp32":
+            key = f"{key}@{meta['precision']}"
+        out[key] = r
     return out
 
 
-def ratio(num: dict[str, Any] | None, den: dict[str, Any] | None) -> float | None:
-    if not num or not den:
-        return None
-    a, b = p50(num), p50(den)
-    if not a or not b:
-        return None
-    return a / b
+def run_key(rec: dict[str, Any]) -> str:
+    """What one run's records share: the file they came from and, when recorded, the run id
+    (``FILE#RUNID``; a file may hold several runs, a run never spans files)."""
+    src = str(rec.get("_source") or "")
+    rid = rec.get("run_id")
+    return f"{src}#{rid}" if rid else src
+
+
+def latest_paired(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """The latest ok paired record (by ``created_utc``: the same whatever the file order)."""
+    from edgeattn.bench import pairs
+
+    prs = sorted(pairs.paired(records), key=lambda r: r.get("created_utc") or "")
+    return prs[-1] if prs else None
+
+
+#: the named lines a bench prints, in order (each needs both of its methods in the paired pass)
+SUMMARY_RATIOS = (
+    "exp_vs_l1_fixed_order",
+    "dynamic_order_speedup",
+    "fused_softmax_vs_sima_dynamic",
+    "softmax_vs_soft",
+    "xca_vs_sima_dynamic",
+    "xca_vs_sima_kv",
+    "op_softmax_vs_l1",
+)
+#: when the passes disagree: an isolated ratio outside the paired interval by more than this
+DISAGREE_MARGIN = 0.03
 
 
 def bench_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The headline ratios of one device's records at one shape.
+    """The ratios of one run on one device at one shape, all from its paired pass.
 
-    Each ratio is a dict: from the last ok paired record, the median of per-round ratios with its
-    95 % interval (``source: "paired"``); without one (``--no-paired``, old records), the ratio of
-    the isolated medians, with no interval (``source: "unpaired"``). None when a method is absent.
+    ``vs_reference``: each method's ratio to the reference (softmax if measured, else the first
+    method), reference time / method time, median of per-round ratios with its 95 % interval;
+    the named ratios (``exp_vs_l1_fixed_order``, ...) likewise, when both their methods were
+    measured, and ``missing`` says which methods each absent named line needs. The isolated pass
+    gives only what it alone can: each method's latency as deployed (ORT's defaults, alone) and
+    its peak memory (``isolated``); ``disagreements`` names where its ratio of medians falls
+    outside the paired interval. Without a paired record there are no ratios at all.
     """
     from edgeattn.bench import pairs
 
     m = by_method(records)
-    sima = m.get("sima")
-    prs = pairs.paired(records)
-    prec = prs[-1] if prs else None
+    prec = latest_paired(records)
     got = pairs.ratio_results(prec) if prec else {}
-    out: dict[str, Any] = {}
+    members = list(pairs.member_keys(prec).values()) if prec else list(m)
+    out: dict[str, Any] = {
+        "direction": pairs.DIRECTION,
+        "source": "paired" if prec else None,
+        "methods": members,
+    }
+    ref, vs = pairs.vs_reference(prec) if prec else (pairs.reference_method(members), {})
+    out["reference"] = ref
+    out["vs_reference"] = vs
     for spec in pairs.RATIOS:
         if spec.name in got:
-            r = dict(got[spec.name])
-            r["source"] = "paired"
-            out[spec.name] = r
-        else:
-            v = ratio(m.get(spec.num), m.get(spec.den))
-            out[spec.name] = None if v is None else {"median": v, "source": "unpaired"}
-    out["dynamic_order_taken"] = ((sima or {}).get("meta") or {}).get("order")
+            out[spec.name] = dict(got[spec.name], source="paired")
+    missing = {}
+    for name in SUMMARY_RATIOS:
+        spec = pairs.RATIO_BY_NAME[name]
+        if name not in out and (spec.num in members or spec.den in members):
+            missing[name] = [x for x in (spec.num, spec.den) if x not in members]
+    out["missing"] = missing
+    out["dynamic_order_taken"] = pairs.taken_order(prec) if prec else None
     out["op_level"] = pairs.op_breakdowns(prec) if prec else {}
     out["ns_per_element"] = pairs.ns_per_element(prec) if prec else {}
-    out["stability"] = ((prec or {}).get("paired") or {}).get("stability")
-    out["isolated_stability"] = {
-        k: ((r.get("latency_ms") or {}).get("stability") or {}).get("verdict") for k, r in m.items()
+    stab = ((prec or {}).get("paired") or {}).get("stability")
+    out["stability"] = stab
+    out["stability_note"] = pairs.stability_note(stab)
+    out["isolated"] = {
+        k: {
+            "median_ms": p50(r),
+            "peak_rss_mb": (r.get("memory") or {}).get("peak_rss_mb"),
+            "verdict": ((r.get("latency_ms") or {}).get("stability") or {}).get("verdict"),
+        }
+        for k, r in m.items()
     }
+    out["disagreements"] = _disagreements(ref, vs, m)
+    return out
+
+
+def _disagreements(
+    ref: str | None, vs: dict[str, dict[str, Any]], iso: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Methods whose isolated ratio of medians (reference / method) falls outside the paired
+    interval by more than ``DISAGREE_MARGIN``."""
+    out = []
+    base = p50(iso[ref]) if ref in iso else None
+    for meth, r in vs.items():
+        own = p50(iso[meth]) if meth in iso else None
+        if not base or not own:
+            continue
+        alone = base / own
+        if alone < r["ci_low"] * (1 - DISAGREE_MARGIN) or alone > r["ci_high"] * (
+            1 + DISAGREE_MARGIN
+        ):
+            out.append({"method": meth, "isolated": round(alone, 4), "paired": r})
     return out
 
 
@@ -93,68 +159,147 @@ def _fmt_x(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}×"
 
 
+def _census(meta: dict[str, Any]) -> str:
+    ops = meta.get("ops") or {}
+    census = f"{ops.get('Softmax', 0)}/{ops.get('Exp', 0)}"
+    fused = meta.get("fused_attention") or 0
+    return census + (f"+{fused}F" if fused else "")
+
+
+def _p90(values: Sequence[float]) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    k = (len(s) - 1) * 0.9
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
 def bench_table(records: Sequence[dict[str, Any]], title: str = "") -> Any:
+    """One table, one pass: the paired pass's median and p90 per method and its ratio to the
+    reference with the 95 % interval; then, labelled, what only the isolated pass gives (the
+    latency as deployed and the peak memory, each method alone). Without a paired record, the
+    isolated latencies alone, and no ratio column."""
+    from rich import box
     from rich.table import Table
 
-    m = by_method(records)
-    base = m.get("softmax")
-    t = Table(title=title or "attention block latency (ONNX Runtime)", title_justify="left")
-    for col, kw in (
-        ("method", {"no_wrap": True}),
-        ("order", {"no_wrap": True}),
-        ("p50 ms", {"justify": "right"}),
-        ("p90 ms", {"justify": "right"}),
-        ("cv", {"justify": "right", "no_wrap": True}),
-        ("runs", {"justify": "right"}),
-        ("÷MSA", {"justify": "right"}),
-        ("GFLOP/s", {"justify": "right"}),
-        ("Smax/Exp", {"justify": "center", "no_wrap": True}),
-        ("MB", {"justify": "right"}),
-    ):
-        t.add_column(col, **kw)
-    for rec in isolated(records):
-        meta = rec.get("meta") or {}
-        if rec.get("status") != "ok":
+    from edgeattn.bench import pairs
+
+    prec = latest_paired(records)
+    iso = by_method(records)
+    errors = [r for r in isolated(records) if r.get("status") != "ok"]
+    if prec is None:
+        t = Table(
+            title=(title or "attention block latency")
+            + " — each method alone (no paired pass, so no ratios)",
+            title_justify="left",
+        )
+        for col in ("method", "order", "p50 ms", "p90 ms", "runs", "GFLOP/s", "Smax/Exp", "MB"):
+            t.add_column(col, no_wrap=True, justify=_just(col))
+        for key, rec in iso.items():
+            meta = rec.get("meta") or {}
+            lat = rec.get("latency_ms") or {}
+            mem = (rec.get("memory") or {}).get("peak_rss_mb")
             t.add_row(
-                meta.get("method", "?"),
-                "",
-                "[red]error[/]",
-                (rec.get("error") or "")[:60],
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-            )
-            continue
+                key, _order_str(meta), _fmt_ms(lat.get("median")), _fmt_ms(lat.get("p90")),
+                str(lat.get("runs", "-")), _gflops_per_s(meta.get("gflops"), lat.get("median")),
+                _census(meta), "-" if mem is None else f"{mem:.0f}",
+            )  # fmt: skip
+        _error_rows(t, errors, 8)
+        return t
+    p = prec.get("paired") or {}
+    keys = pairs.member_keys(prec)
+    ref, vs = pairs.vs_reference(prec)
+    col = {m["id"]: i for i, m in enumerate(p.get("members", []))}
+    rounds = p.get("rounds_ms") or []
+    t = Table(
+        title=title or "attention block latency (ONNX Runtime)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    heads = ("method", "order", "p50 ms", "p90 ms", f"{ref} ÷ method", "GFLOP/s")
+    for c in heads:
+        t.add_column(c, no_wrap=True, justify=_just(c))
+    lat = p.get("latency_ms") or {}
+    for m in p.get("members", []):
+        key = keys[m["id"]]
+        meta = m.get("meta") or {}
+        values = [row[col[m["id"]]] for row in rounds]
+        med = (lat.get(m["id"]) or {}).get("median")
+        if key == ref:
+            rcell = "1 (reference)"
+        elif key in vs:
+            rcell = pairs.fmt_ratio(vs[key]) + (" ≈1" if vs[key].get("no_difference") else "")
+        else:
+            rcell = "-"  # a graph (pure op, matmul floor): see its named ratio
+        t.add_row(
+            key, _order_str(meta), _fmt_ms(med), _fmt_ms(_p90(values)), rcell,
+            _gflops_per_s(meta.get("gflops"), med),
+        )  # fmt: skip
+    _error_rows(t, errors, len(heads))
+    return t
+
+
+def deployed_table(records: Sequence[dict[str, Any]]) -> Any:
+    """What only the isolated pass gives, labelled as such: each method alone in its own process
+    with ORT's defaults (latency as deployed, its own peak memory), and its op census. No ratio:
+    runs taken apart are not paired. None when there is no paired table to go with it (the
+    isolated-only table already shows all of this)."""
+    from rich import box
+    from rich.table import Table
+
+    if latest_paired(records) is None:
+        return None
+    t = Table(
+        title="each method alone (latency as deployed, peak memory; never a ratio)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for c in ("method", "alone p50 ms", "alone p90 ms", "runs", "peak MB", "Smax/Exp"):
+        t.add_column(c, no_wrap=True, justify=_just(c))
+    for key, rec in by_method(records).items():
+        meta = rec.get("meta") or {}
         lat = rec.get("latency_ms") or {}
-        ops = meta.get("ops") or {}
-        fused = meta.get("fused_attention") or 0
-        census = f"{ops.get('Softmax', 0)}/{ops.get('Exp', 0)}"
-        if fused:
-            census += f"+{fused}F"
-        cv = lat.get("cv")
-        verdict = (lat.get("stability") or {}).get("verdict")
-        cv_s = "-" if cv is None else f"{cv:.0%}"
-        if verdict == "unstable":
-            cv_s += " [yellow]unstable[/]"
-        elif not lat.get("stable", True):
-            cv_s += "[yellow]![/]"
         mem = (rec.get("memory") or {}).get("peak_rss_mb")
         t.add_row(
-            meta.get("method", "?"),
-            _order_str(meta),
-            _fmt_ms(lat.get("median")),
-            _fmt_ms(lat.get("p90")),
-            cv_s,
-            str(lat.get("runs", "-")),
-            _fmt_x(ratio(rec, base)) if base else "-",
-            _gflops_per_s(meta.get("gflops"), lat.get("median")),
-            census,
-            "-" if mem is None else f"{mem:.0f}",
-        )
+            key, _fmt_ms(lat.get("median")), _fmt_ms(lat.get("p90")), str(lat.get("runs", "-")),
+            "-" if mem is None else f"{mem:.0f}", _census(meta),
+        )  # fmt: skip
     return t
+
+
+def _just(col: str) -> str:
+    return "left" if col in ("method", "order", "Smax/Exp", "workload") else "right"
+
+
+def _error_rows(t: Any, errors: Sequence[dict[str, Any]], ncols: int) -> None:
+    for rec in errors:
+        meta = rec.get("meta") or {}
+        row = [meta.get("method", "?"), "[red]error[/]", (rec.get("error") or "")[:60]]
+        t.add_row(*(row + [""] * (ncols - len(row))))
+
+
+def table_note(records: Sequence[dict[str, Any]]) -> str:
+    """The header line under the bench table: which pass gives what, and the ratio direction."""
+    from edgeattn.bench import pairs
+
+    prec = latest_paired(records)
+    if prec is None:
+        return (
+            "each method alone in its own process; ratios need the paired pass "
+            "(run without --no-paired, with at least two methods)"
+        )
+    p = prec.get("paired") or {}
+    rounds = len(p.get("rounds_ms") or [])
+    stab = pairs.verdict_text(p.get("stability")) or "-"
+    return (
+        f"p50/p90 and ratios: all methods interleaved in one process ({rounds} paired rounds, "
+        f"{stab}); {pairs.DIRECTION}; ratio = median of per-round ratios [95 % interval], "
+        "≈1 = no measurable difference"
+    )
 
 
 def _gflops_per_s(gflops: float | None, median_ms: float | None) -> str:
@@ -188,40 +333,42 @@ def _order_str(meta: dict[str, Any]) -> str:
     return s
 
 
-SUMMARY_RATIOS = (
-    "exp_vs_l1_fixed_order",
-    "dynamic_order_speedup",
-    "fused_softmax_vs_sima_dynamic",
-    "softmax_vs_soft",
-    "xca_vs_sima_dynamic",
-    "xca_vs_sima_kv",
-    "op_softmax_vs_l1",
-)
-
-
 def summary_lines(summary: dict[str, Any], shape: str = "") -> list[str]:
-    """One line per headline ratio: paired with its interval, or marked unpaired (``shape`` is
-    kept for callers; the table title carries it)."""
+    """The named ratio lines (paired, with intervals), what each absent one needs, where the
+    isolated pass disagrees with the paired one, and what an unstable verdict means."""
     from edgeattn.bench import pairs
 
-    out = []
+    out: list[str] = []
+    if summary.get("source") != "paired":
+        return out
+    needs = []
     for name in SUMMARY_RATIOS:
         r = summary.get(name)
-        if not r:
-            continue
-        if r.get("source") == "paired":
+        if r:
             out.append(pairs.ratio_line(name, r, summary.get("dynamic_order_taken")))
-        else:
+        elif name in (summary.get("missing") or {}):
             spec = pairs.RATIO_BY_NAME[name]
-            out.append(
-                f"{spec.label} = {r['median']:.2f}× (ratio of medians from separate runs, "
-                "unpaired: no interval; within run-to-run noise unless measured paired)"
-            )
+            needs.append(f"{spec.label} (add {','.join(summary['missing'][name])})")
+    if needs:
+        out.append("not measured, for want of a method: " + "; ".join(needs))
     npe = summary.get("ns_per_element") or {}
     if "op_softmax" in npe and "op_l1" in npe:
         out.append(
             f"per element: Softmax {npe['op_softmax']:.3f} ns, l1-normalise {npe['op_l1']:.3f} ns"
         )
+    dis = summary.get("disagreements") or []
+    if dis:
+        each = ", ".join(
+            f"{d['method']} {d['isolated']:.2f}× (paired {pairs.fmt_ratio(d['paired'])})"
+            for d in dis
+        )
+        out.append(
+            f"note: alone, against {summary.get('reference')}: {each}, outside the paired "
+            "intervals: the isolated runs were taken at different moments (the machine's drift "
+            "between them) and with ORT's thread spinning on; the paired figures are the comparison"
+        )
+    if summary.get("stability_note"):
+        out.append(summary["stability_note"])
     return out
 
 
@@ -289,60 +436,107 @@ def to_csv(records: Iterable[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def run_columns(records: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The (device, run) columns of a report, ordered by device, then by each run's first record
+    time: the same order whatever the order of the files on the command line."""
+    first: dict[tuple[str, str], str] = {}
+    for r in records:
+        if r.get("kind") == "run_end":
+            continue  # a run's closing record: no device, no measurement
+        k = (device_label(r), run_key(r))
+        t = r.get("created_utc") or ""
+        if k not in first or t < first[k]:
+            first[k] = t
+    return sorted(first, key=lambda k: (k[0], first[k], k[1]))
+
+
+def run_label(col: tuple[str, str], cols: Sequence[tuple[str, str]]) -> str:
+    """A column header: the device, plus the run (its file name) when a device has several."""
+    dev, run = col
+    if sum(1 for d, _ in cols if d == dev) <= 1:
+        return dev
+    src, _, rid = run.partition("#")
+    name = Path(src).name if src else "?"
+    if rid and sum(1 for d, r in cols if d == dev and r.partition("#")[0] == src) > 1:
+        name += f" #{rid[:8]}"
+    return f"{dev} · {name}"
+
+
 def compare_table(records: Sequence[dict[str, Any]]) -> Any:
-    """Side-by-side medians: one row per workload (method+shape), one column per device/run."""
+    """Latency as deployed (each method alone) side by side: one row per workload, one column per
+    run. Runs are never merged: two runs on one device are two columns. No ratio between columns:
+    runs taken at different times are not paired."""
     from rich.table import Table
 
-    devices: list[str] = []
-    cells: dict[tuple, dict[str, list[float]]] = {}
-    unstable: set[tuple] = set()
-    for r in ok(records):
-        d = device_label(r)
-        if d not in devices:
-            devices.append(d)
+    cols = run_columns(ok(records))
+    cells: dict[tuple, dict[tuple[str, str], dict[str, Any]]] = {}
+    for r in sorted(ok(records), key=lambda r: r.get("created_utc") or ""):
         meta = r.get("meta") or {}
+        prec = meta.get("precision") or "fp32"
         wk = (
             meta.get("method") or meta.get("name") or (r.get("model") or {}).get("path"),
+            prec,
             meta.get("tokens"),
             meta.get("dim"),
             meta.get("heads"),
             (r.get("session") or {}).get("intra_op_threads"),
         )
-        cells.setdefault(wk, {}).setdefault(d, []).append(p50(r))
-        if ((r.get("latency_ms") or {}).get("stability") or {}).get("verdict") == "unstable":
-            unstable.add((wk, d))
-    t = Table(title="median latency (ms) by device", title_justify="left")
-    for c in ("workload", "N", "D", "h", "threads"):
-        t.add_column(c)
-    for d in devices:
-        t.add_column(d, justify="right")
-    if len(devices) == 2:
-        t.add_column("ratio", justify="right")
-    for wk, per in cells.items():
-        vals = [statistics.median(per[d]) if d in per else None for d in devices]
-        row = [str(x) if x is not None else "-" for x in wk] + [
-            _fmt_ms(v) + (" [yellow]unstable[/]" if (wk, d) in unstable else "")
-            for v, d in zip(vals, devices, strict=True)
-        ]
-        if len(devices) == 2:
-            row.append(_fmt_x(vals[1] / vals[0]) if vals[0] and vals[1] else "-")
+        cells.setdefault(wk, {})[(device_label(r), run_key(r))] = r  # latest per run
+    t = Table(title="latency as deployed (each method alone, ms) by run", title_justify="left")
+    for c in ("workload", "precision", "N", "D", "h", "threads"):
+        t.add_column(c, no_wrap=c == "workload")
+    for c in cols:
+        t.add_column(run_label(c, cols), justify="right")
+    for wk in sorted(cells, key=lambda k: tuple("" if x is None else str(x) for x in k)):
+        row = ["-" if x is None else str(x) for x in wk]
+        for c in cols:
+            rec = cells[wk].get(c)
+            if rec is None:
+                row.append("-")
+                continue
+            v = _fmt_ms(p50(rec))
+            if ((rec.get("latency_ms") or {}).get("stability") or {}).get("verdict") == "unstable":
+                v += " [yellow]unstable[/]"
+            row.append(v)
         t.add_row(*row)
     return t
 
 
 def compare_sweep_table(records: Sequence[dict[str, Any]]) -> Any:
-    """Sweep results: one row per shape, one column per method (median ms)."""
+    """Sweep results: one row per shape, one column per method: the paired median (ms) where the
+    shape was measured paired, else (no paired pass) each method's median alone, said in the
+    title."""
     from rich.table import Table
+
+    from edgeattn.bench import pairs
 
     methods: list[str] = []
     rows: dict[tuple[int, int, int], dict[str, float | None]] = {}
-    for r in ok(records):
+    paired_shapes = set()
+    for rec in sorted(pairs.paired(records), key=lambda r: r.get("created_utc") or ""):
+        m = rec.get("meta") or {}
+        shape = (m.get("tokens"), m.get("dim"), m.get("heads"))
+        paired_shapes.add(shape)
+        lat = (rec.get("paired") or {}).get("latency_ms") or {}
+        for rid, key in pairs.member_keys(rec).items():
+            if key not in methods:
+                methods.append(key)
+            rows.setdefault(shape, {})[key] = (lat.get(rid) or {}).get("median")
+    alone = False
+    for r in sorted(ok(records), key=lambda r: r.get("created_utc") or ""):  # latest wins
         m = r.get("meta") or {}
+        shape = (m.get("tokens"), m.get("dim"), m.get("heads"))
+        if shape in paired_shapes:
+            continue
+        alone = True
         meth = m.get("method", "?")
         if meth not in methods:
             methods.append(meth)
-        rows.setdefault((m.get("tokens"), m.get("dim"), m.get("heads")), {})[meth] = p50(r)
-    t = Table(title="sweep: median latency (ms)", title_justify="left")
+        rows.setdefault(shape, {})[meth] = p50(r)
+    what = "paired median latency (ms)" + (
+        "; shapes without a paired pass: each method alone" if alone else ""
+    )
+    t = Table(title=f"sweep: {what}", title_justify="left")
     for c in ("N", "D", "h"):
         t.add_column(c, justify="right")
     for meth in methods:
@@ -350,3 +544,36 @@ def compare_sweep_table(records: Sequence[dict[str, Any]]) -> Any:
     for (n, d, h), per in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
         t.add_row(str(n), str(d), str(h), *[_fmt_ms(per.get(x)) for x in methods])
     return t
+
+
+def run_summaries(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One bench summary per (device, run, shape) that has a paired record, in the report's
+    column order: ``{"label", "shape", "summary"}``. Runs are never merged."""
+    from edgeattn.bench import pairs
+
+    cols = run_columns(records)
+    out = []
+    for col in cols:
+        mine = [r for r in records if (device_label(r), run_key(r)) == col]
+        shapes = sorted(
+            {
+                ((r.get("meta") or {}).get("tokens"), (r.get("meta") or {}).get("dim"))
+                for r in pairs.paired(mine)
+            },
+            key=lambda s: tuple(-1 if x is None else x for x in s),
+        )
+        for n, d in shapes:
+            at = [
+                r
+                for r in mine
+                if (r.get("meta") or {}).get("tokens") == n
+                and (r.get("meta") or {}).get("dim") == d
+            ]
+            out.append(
+                {
+                    "label": run_label(col, cols),
+                    "shape": f"N={n}, D={d}",
+                    "summary": bench_summary(at),
+                }
+            )
+    return out

@@ -8,6 +8,7 @@ records a Ctrl-C kept, and the ``--resume`` command that continues) is :class:`K
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeattn.bench import core
+from edgeattn.bench import core, integrity
 from edgeattn.errors import BenchError
 
 Say = Callable[[str], None]
@@ -174,29 +175,36 @@ def measure(
     on_progress: Say = silent,
     on_warning: Say = silent,
     resume_paired: bool = False,
+    timing: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """Export and measure ``jobs`` here or on ``remote.hosts``; records stream into ``out``.
     With ``resume``, the records are those of ``out`` for these jobs (and, ``resume_paired``,
     their shapes' paired groups)."""
     Path(out).parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
     jobs = export_jobs(jobs, st, on_progress)
-    if remote is not None and remote.hosts:
-        lines = _HostLines(silent if remote.quiet else on_progress, on_warning)
-        records = core.run_on_hosts(
-            remote.hosts,
-            jobs,
-            st,
-            out=out,
-            resume=resume,
-            console=lines,
-            ssh=remote.ssh,
-            remote_python=remote.remote_python,
-            remote_dir=remote.remote_dir,
-            remote_cache=remote.remote_cache,
-            keep_remote=remote.keep_remote,
-        )
-    else:
-        records = core.measure_local(jobs, st, out, resume, on_progress=on_progress)
+    if timing is not None:
+        timing["export_s"] = time.monotonic() - t0
+    with integrity.run(out, "bench", resume=resume):  # the records' run id and run_end
+        if remote is not None and remote.hosts:
+            lines = _HostLines(silent if remote.quiet else on_progress, on_warning)
+            records = core.run_on_hosts(
+                remote.hosts,
+                jobs,
+                st,
+                out=out,
+                resume=resume,
+                console=lines,
+                ssh=remote.ssh,
+                remote_python=remote.remote_python,
+                remote_dir=remote.remote_dir,
+                remote_cache=remote.remote_cache,
+                keep_remote=remote.keep_remote,
+            )
+        else:
+            records = core.measure_local(
+                jobs, st, out, resume, on_progress=on_progress, timing=timing
+            )
     if resume:
         from edgeattn.runtime.records import read_jsonl
 
@@ -208,7 +216,7 @@ def measure(
 
 
 def failures(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if r.get("status") != "ok"]
+    return [r for r in records if "status" in r and r["status"] != "ok"]  # not run_end records
 
 
 def group_by_device(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -230,6 +238,49 @@ class BenchResult:
     shape: str  # "N=…, D=…, h=…, batch=…"
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> summary
     plot: Path | None = None
+    timing: str = ""  # where the time went and what it bought (one line)
+
+
+def reach_hosts(remote: Remote, on_progress: Say = silent) -> None:
+    """One ``ssh HOST true`` per host (the same options as the run): an unreachable host, a
+    refused key or an unknown host key is one error line before anything is exported."""
+    from edgeattn.remote.ssh import SSHConnection
+
+    for h in remote.hosts:
+        on_progress(f"{h}: reaching it over ssh")
+        with SSHConnection(h, remote.ssh) as conn:
+            conn.run(["true"], timeout=60, what="connection check")
+
+
+def timing_line(total_s: float, phases: dict[str, float], records: Sequence[dict[str, Any]]) -> str:
+    """'time: 38 s (export 2 s; alone 14 s: 6 methods; paired 19 s: 30 rounds in 2 tries, …)'."""
+    from edgeattn.bench.report import latest_paired
+
+    bits = []
+    if "export_s" in phases:
+        bits.append(f"export {phases['export_s']:.0f} s")
+    n_iso = sum(1 for r in records if r.get("kind") != "paired")
+    if "isolated_s" in phases:
+        bits.append(f"alone {phases['isolated_s']:.0f} s: {n_iso} method(s), one try each")
+    prec = latest_paired(records)
+    if "paired_s" in phases and prec is not None:
+        p = prec.get("paired") or {}
+        stab = p.get("stability") or {}
+        widths = [
+            (r["ci_high"] - r["ci_low"]) / 2 / r["median"]
+            for r in p.get("ratios") or []
+            if r.get("median")
+        ]
+        prof = sum(1 for _ in (p.get("profiles") or {}))
+        ext = sum(1 for t in p.get("tries") or [] if t.get("extension"))
+        bits.append(
+            f"paired {phases['paired_s']:.0f} s: {len(p.get('rounds_ms') or [])} rounds in "
+            f"{stab.get('tries', '?')} tries ({stab.get('verdict', '?')})"
+            + (f" + {ext} extension(s) to tighten the intervals" if ext else "")
+            + (f", widest ratio interval ±{max(widths):.1%}" if widths else "")
+            + (f", {prof} profiled member(s)" if prof else "")
+        )
+    return f"time: {total_s:.0f} s ({'; '.join(bits)})" if bits else f"time: {total_s:.0f} s"
 
 
 def bench_methods(methods: str | None, ops: bool = False) -> list[str]:
@@ -307,10 +358,15 @@ def run_bench(
         warmup=st.warmup, min_runs=st.min_runs, min_time=st.min_time_s, max_time=st.max_time_s,
         hosts=hosts, memory_guard=memory_guard, methods=names,
     )  # fmt: skip
-    records = measure(jobs, st, out, resume, remote, on_progress, on_warning)
+    if hosts:
+        reach_hosts(remote, on_progress)  # an unreachable host fails before any export
+    started = time.monotonic()
+    phases: dict[str, float] = {}
+    records = measure(jobs, st, out, resume, remote, on_progress, on_warning, timing=phases)
     res = BenchResult(
         records, out, f"N={shape.tokens}, D={shape.dim}, h={shape.heads}, batch={shape.batch}"
     )
+    res.timing = timing_line(time.monotonic() - started, phases, records)
     res.summaries = {d: report.bench_summary(r) for d, r in group_by_device(records).items()}
     if plot:
         from edgeattn.bench.plot import plot_records
@@ -332,9 +388,13 @@ def run_profile(
     on_progress: Say = silent,
     on_warning: Say = silent,
     kept: Kept | None = None,
+    depth: str | None = None,
+    memory_guard: bool = True,
+    force: bool = False,
 ) -> tuple[dict[str, Any], Path]:
     """``edgeattn profile``: export ``target`` (or take an .onnx path), measure it unprofiled
-    then profiled; returns (the record, the records file)."""
+    then profiled; returns (the record, the records file). ``depth`` (the table's) is checked
+    with the rest before the export; ``force`` appends to an ``out`` that is not a records file."""
     from edgeattn.bench import profile as prof
 
     check_opt_level(st.opt_level)
@@ -342,7 +402,8 @@ def run_profile(
     out = Path(out or default_out("profile"))
     preflight(
         "check_profile", kept, on_warning, out=out, threads=st.threads, runs=st.profile_runs,
-        min_time=st.min_time_s,
+        min_time=st.min_time_s, target=target, img_size=img_size, overrides=overrides,
+        depth=depth, memory_guard=memory_guard, force=force,
     )  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     on_progress(f"export {target}")
@@ -351,7 +412,8 @@ def run_profile(
         f"measuring {target} (unprofiled pass, then {st.profile_runs} profiled runs, "
         f"opt level {st.opt_level})"
     )
-    rec = core.run_local([run], out=out)[0]
+    with integrity.run(out, "profile"):
+        rec = core.run_local([run], out=out)[0]
     if rec.get("status") != "ok":
         raise BenchError(f"measurement failed: {rec.get('error')}")
     return rec, out
@@ -367,9 +429,16 @@ def read_record_files(files: Sequence[Path], on_warning: Say = silent) -> list[d
     records: list[dict[str, Any]] = []
     for f in files:
         if not Path(f).is_file():
-            raise BenchError(f"no such records file: {f}")
+            if Path(f).is_dir():
+                why = "is a directory, not a records file"
+            elif os.path.lexists(f):
+                why = "is not a regular file (a records file is a JSON Lines file)"
+            else:
+                why = "no such file"
+            raise BenchError(f"records file {str(f)!r}: {why}")
         try:
-            records += read_records(str(f), warn=on_warning)
+            # each record remembers its file: a report never merges two runs into one
+            records += [dict(r, _source=str(f)) for r in read_records(str(f), warn=on_warning)]
         except (ValueError, OSError) as exc:
             raise BenchError(str(exc).splitlines()[0]) from None
     if not records:
@@ -381,5 +450,14 @@ def write_csv(records: Sequence[dict[str, Any]], path: Path) -> Path:
     from edgeattn.bench import report
     from edgeattn.runtime.records import write_atomic
 
-    write_atomic(str(path), report.to_csv(list(records)).encode())
+    p = Path(path)
+    if p.is_dir():
+        raise BenchError(f"--csv {str(p)!r} is a directory; give a file name such as all.csv")
+    data = report.to_csv(list(records)).encode()
+    try:
+        write_atomic(str(p), data)
+    except OSError as exc:
+        from edgeattn.bench.preflight import _why
+
+        raise BenchError(f"--csv {str(p)!r}: cannot write it: {_why(exc)}") from None
     return path

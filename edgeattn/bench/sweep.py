@@ -28,6 +28,8 @@ def parse_int_list(text: str | Sequence[int] | None, what: str) -> list[int]:
         return []
     if not isinstance(text, str):
         return [int(v) for v in text]
+    if not text.replace(",", "").strip():
+        raise BenchError(f"{what} {text!r} is empty: give a comma list like 64,256,1024")
     out = []
     for part in text.split(","):
         part = part.strip()
@@ -208,16 +210,25 @@ def ratio_points(
     By default only the ratios its regime plots (``REGIME_RATIOS``); ``all_ratios``: every known
     ratio the record holds (a bench has all of them)."""
     from edgeattn.bench import pairs
-    from edgeattn.bench.report import device_label
+    from edgeattn.bench.report import device_label, run_key
 
     out = []
-    for rec in pairs.paired(records):
+    for rec in sorted(pairs.paired(records), key=lambda r: r.get("created_utc") or ""):
         meta = rec.get("meta") or {}
         res = pairs.ratio_results(rec)
         reg = regime_of(list(res))
         lat = (rec.get("paired") or {}).get("latency_ms") or {}
         methods = pairs.member_methods(rec)
         names = [n for n in res if n in pairs.RATIO_BY_NAME] if all_ratios else REGIME_RATIOS[reg]
+        ref, vs = pairs.vs_reference(rec)
+        labels = {n: pairs.RATIO_BY_NAME[n].label for n in names}
+        same = {(res[n]["num"], res[n]["den"]) for n in names if n in res}
+        for member, r in vs.items():  # every method against the reference, in every regime
+            if (r.get("num"), r.get("den")) in same:
+                continue  # a named ratio already says it (e.g. exp vs l1 = softmax / sima_qk)
+            res[f"{pairs.VS_REF}{member}"] = r
+            names = [*names, f"{pairs.VS_REF}{member}"]
+            labels[f"{pairs.VS_REF}{member}"] = f"{ref} / {member}"
         for name in names:
             r = res.get(name)
             if not r:
@@ -229,7 +240,9 @@ def ratio_points(
                     "dim": meta.get("dim"),
                     "heads": meta.get("heads"),
                     "device": device_label(rec),
+                    "run": run_key(rec),
                     "ratio": name,
+                    "label": labels[name],
                     "median": r["median"],
                     "ci_low": r["ci_low"],
                     "ci_high": r["ci_high"],
@@ -246,6 +259,8 @@ def verdict_counts(records: Sequence[dict[str, Any]]) -> dict[str, int]:
     """Stability verdicts over a sweep: isolated measurements and paired groups."""
     counts: dict[str, int] = {}
     for r in records:
+        if "status" not in r:  # a run's closing record (kind run_end), not a measurement
+            continue
         if r.get("status") != "ok":
             counts["error"] = counts.get("error", 0) + 1
             continue
@@ -263,7 +278,7 @@ def ratio_table(records: Sequence[dict[str, Any]]) -> Any:
     """The sweep's ratios with intervals: one row per point and ratio."""
     from rich.table import Table
 
-    from edgeattn.bench.pairs import NO_DIFFERENCE, RATIO_BY_NAME
+    from edgeattn.bench.pairs import NO_DIFFERENCE
 
     t = Table(title="sweep: paired ratios, median [95 % interval]", title_justify="left")
     for c in ("regime", "N", "D", "h", "ratio", "×", "rounds", "verdict"):
@@ -281,7 +296,7 @@ def ratio_table(records: Sequence[dict[str, Any]]) -> Any:
             str(p["tokens"]),
             str(p["dim"]),
             str(p["heads"]),
-            RATIO_BY_NAME[p["ratio"]].label,
+            p["label"],
             f"{p['median']:.2f} [{p['ci_low']:.2f}–{p['ci_high']:.2f}]",
             str(p["rounds"]),
             verdict,
@@ -290,28 +305,31 @@ def ratio_table(records: Sequence[dict[str, Any]]) -> Any:
 
 
 def ratio_compare_table(records: Sequence[dict[str, Any]]) -> Any:
-    """Paired ratios side by side: one row per (shape, ratio), one column per device."""
+    """Paired ratios side by side: one row per (shape, ratio), one column per run (device, and
+    the run's file when a device has several); never merged, the same whatever the file order."""
     from rich.table import Table
 
-    from edgeattn.bench.pairs import RATIO_BY_NAME, RATIOS
+    from edgeattn.bench.pairs import RATIOS
+    from edgeattn.bench.report import run_columns, run_label
 
     order = {r.name: i for i, r in enumerate(RATIOS)}
-    devices: list[str] = []
-    cells: dict[tuple, dict[str, dict[str, Any]]] = {}
-    for p in ratio_points(records, all_ratios=True):
-        if p["device"] not in devices:
-            devices.append(p["device"])
+    points = ratio_points(records, all_ratios=True)
+    cols = run_columns(pairs_records(records))
+    cells: dict[tuple, dict[tuple[str, str], dict[str, Any]]] = {}
+    labels: dict[tuple, str] = {}
+    for p in points:  # in record time order: the latest record of a run wins
         key = (p["tokens"], p["dim"], p["heads"], p["ratio"])
-        cells.setdefault(key, {})[p["device"]] = p  # the last record per device wins
-    t = Table(title="paired ratios by device: median [95 % interval]", title_justify="left")
+        cells.setdefault(key, {})[(p["device"], p["run"])] = p
+        labels[key] = p["label"]
+    t = Table(title="paired ratios by run: median [95 % interval]", title_justify="left")
     for c in ("N", "D", "h", "ratio"):
         t.add_column(c, justify="right" if c != "ratio" else "left")
-    for d in devices:
-        t.add_column(d, justify="right")
-    for key in sorted(cells, key=lambda k: (order.get(k[3], 99), k[1], k[0])):
-        row = [str(key[0]), str(key[1]), str(key[2]), RATIO_BY_NAME[key[3]].label]
-        for d in devices:
-            p = cells[key].get(d)
+    for c in cols:
+        t.add_column(run_label(c, cols), justify="right")
+    for key in sorted(cells, key=lambda k: (order.get(k[3], 99), k[3], k[1], k[0], k[2])):
+        row = [str(key[0]), str(key[1]), str(key[2]), labels[key]]
+        for c in cols:
+            p = cells[key].get(c)
             if p is None:
                 row.append("-")
                 continue
@@ -323,6 +341,12 @@ def ratio_compare_table(records: Sequence[dict[str, Any]]) -> Any:
             row.append(s)
         t.add_row(*row)
     return t
+
+
+def pairs_records(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    from edgeattn.bench import pairs
+
+    return pairs.paired(records)
 
 
 def ns_per_element_line(records: Sequence[dict[str, Any]]) -> str | None:
@@ -391,6 +415,8 @@ def plan_sweep(
             jobs += crossover_jobs(dim, h, parse_int_list(crossover_grid, "--crossover-grid"))
     seen: set[str] = set()
     uniq = [j for j in jobs if not (j.id in seen or seen.add(j.id))]  # first of each id
+    if not uniq:
+        raise BenchError(f"--regime {regime}: the grids give nothing to measure")
     return SweepPlan(regime, dim, uniq, xheads)
 
 
@@ -485,7 +511,10 @@ def run_sweep(
         min_time=settings.min_time_s, max_time=settings.max_time_s, memory_guard=memory_guard,
     )  # fmt: skip
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    records = measure_plan(plan, settings, out, resume, on_progress)
+    from edgeattn.bench import integrity
+
+    with integrity.run(out, "sweep", resume=resume):  # the records' run id and run_end
+        records = measure_plan(plan, settings, out, resume, on_progress)
     res = SweepResult(plan, records, out, crossovers(plan, records))
     if write_crossover_to and res.crossovers:
         write_crossover(write_crossover_to, records, res.crossovers)

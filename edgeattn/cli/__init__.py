@@ -69,6 +69,43 @@ def _err(msg: str, hint: str | None = None) -> None:
         con.print(f"[dim]hint: {hint}[/]", soft_wrap=True)
 
 
+def _one_line(exc: BaseException) -> str:
+    """An error's own first line, never prefixed with its Python class name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _os_error_line(exc: OSError) -> str:
+    """``cannot write '/x.csv': No space left on device [ENOSPC]``: the path and the reason
+    (the temporary name of an atomic write is shown as the file it stood for)."""
+    import errno
+    import re
+
+    why = exc.strerror or _one_line(exc)
+    if exc.errno in errno.errorcode:
+        why += f" [{errno.errorcode[exc.errno]}]"
+    name = exc.filename
+    if name is None:
+        return why
+    name = str(name)
+    # records.write_atomic / sidecar.write_pair write ".<name>.<random>.tmp" beside <name>
+    m = re.match(r"^(.*/)?\.(.+)\.[A-Za-z0-9_]+\.tmp$", name)
+    if m:
+        name = (m.group(1) or "") + m.group(2)
+    return f"{name}: {why}"
+
+
+def _os_error_hint(exc: OSError) -> str | None:
+    import errno
+
+    return {
+        errno.ENOSPC: "free some space or write somewhere else",
+        errno.EROFS: "that file system is read-only: write somewhere else",
+        errno.EACCES: "check the permissions, or write somewhere else",
+        errno.EPERM: "check the permissions, or write somewhere else",
+    }.get(exc.errno or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     from edgeattn.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EdgeAttnError
     from edgeattn.signals import Terminated
@@ -85,10 +122,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _err(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.hint)
         return EXIT_ERROR
-    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+    except ValueError as exc:
         if debug:
             raise
-        _err(f"{type(exc).__name__}: {exc}".splitlines()[0])
+        _err(_one_line(exc))
+        return EXIT_ERROR
+    except OSError as exc:  # a file or the disk (no space, read-only, no permission, ...)
+        if debug:
+            raise
+        _err(_os_error_line(exc), _os_error_hint(exc))
         return EXIT_ERROR
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
@@ -114,6 +156,13 @@ def main(argv: list[str] | None = None) -> int:
             return int(exc.exit_code)
         if debug:
             raise
+        if isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc):
+            _err(  # PyTorch's allocator ("DefaultCPUAllocator: can't allocate memory: ...")
+                "out of memory: " + str(exc).split("can't allocate memory", 1)[1].strip(": \n"),
+                "use a smaller shape (--img-size, --tokens, --batch); the memory guard "
+                "(unless --no-memory-guard) refuses what it knows to be too big",
+            )
+            return EXIT_ERROR
         _err(
             f"internal error: {type(exc).__name__}: {exc}".splitlines()[0],
             "this is a bug in edgeattn; rerun with --debug for the traceback and report it",

@@ -82,7 +82,7 @@ def bench(
     plot: opts.Plot = None,
     warmup: opts.Warmup = 3,
     min_runs: opts.MinRuns = 10,
-    min_time: opts.MinTime = 1.0,
+    min_time: opts.MinTime = 0.5,
     max_time: opts.MaxTime = 10.0,
     profile: Annotated[
         bool, opts.flag("--profile/--no-profile", help="Add a profiled pass (per-op breakdown).")
@@ -107,6 +107,7 @@ def bench(
         bool, opts.flag("--json", help="Print the summary as JSON instead of tables.")
     ] = False,
     no_memory_guard: opts.NoMemoryGuard = False,
+    force: opts.ForceOut = False,
     paired: Annotated[
         bool,
         opts.flag(
@@ -130,7 +131,7 @@ def bench(
     ] = "fp32",
 ) -> None:
     """Exp vs l1: time single attention blocks (softmax, SimA at fixed and dynamic order, SOFT, XCA, ORT fused softmax)."""
-    from edgeattn.bench import core, run
+    from edgeattn.bench import core, preflight, run
     from edgeattn.cli.console import progress
 
     con = _console()
@@ -146,7 +147,11 @@ def bench(
             host, inventory, group, ssh_config, ssh_option, identity, accept_new_host_key,
             connect_timeout, timeout, remote_python, remote_dir, remote_cache, keep_remote, quiet,
         )  # fmt: skip
-    with interruptible("bench") as kept, progress(con, "bench", quiet, err=as_json) as step:
+    with (
+        preflight.appending_anyway(force),
+        interruptible("bench") as kept,
+        progress(con, "bench", quiet, err=as_json) as step,
+    ):
         res = run.run_bench(
             shape, st, methods=methods, precision=precision, ops=ops, out=out, resume=resume,
             plot=plot, remote=remote, memory_guard=not no_memory_guard, on_progress=step,
@@ -182,14 +187,27 @@ def _remote(hosts, inventory, group, ssh_config, ssh_option, identity, accept_ne
 def _print_bench(con: Any, res: Any, tries: int) -> None:
     from edgeattn.bench import pairs, report
     from edgeattn.bench.run import group_by_device
+    from edgeattn.cli.console import keep_whole
 
     for dev, recs in group_by_device(res.records).items():
-        con.print(report.bench_table(recs, title=f"{res.shape} on {dev}"))
+        table = report.bench_table(recs, title=f"{res.shape} on {dev}")
+        con.print(keep_whole(table, *range(len(table.columns))))
+        con.print("[dim]" + report.table_note(recs) + "[/]")
+        alone = report.deployed_table(recs)
+        if alone is not None:
+            con.print(keep_whole(alone, *range(len(alone.columns))))
         con.print("[dim]" + "; ".join(report.legend(recs)) + ". F = fused attention op.[/]")
         for line in report.summary_lines(res.summaries[dev], res.shape):
             con.print("  " + line)
         if res.summaries[dev].get("op_level"):
-            con.print(pairs.op_table(pairs.paired(recs)[-1]))
+            prec = report.latest_paired(recs)
+            op_table = pairs.op_table(prec)
+            con.print(keep_whole(op_table, *range(len(op_table.columns))))
+            for line in pairs.op_lines(prec):
+                con.print("  " + line)
+            note = pairs.op_note(prec)
+            if note:
+                con.print("  " + note)
         for r in (x for rec in recs for x in (rec.get("paired") or {}).get("ratios", [])):
             if r.get("name", "").startswith("speedup_vs_fp32/"):
                 _, m, p = r["name"].split("/")
@@ -198,11 +216,9 @@ def _print_bench(con: Any, res: Any, tries: int) -> None:
                     f"[{r['ci_low']:.2f}–{r['ci_high']:.2f}] (95 % CI, {r['rounds']} paired "
                     "rounds)" + (" no measurable difference" if r.get("contains_one") else "")
                 )
-    con.print(
-        f"[dim]records: {res.out}  (table: each method alone in its process, up to {tries} "
-        "tries, cv > 10% flagged with !; ratios: all methods interleaved in one process, "
-        "median of per-round ratios [95% interval])[/]"
-    )
+    if getattr(res, "timing", None):
+        con.print("[dim]" + res.timing + "[/]", soft_wrap=True)
+    con.print(f"records: {res.out}", soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------ sweep
@@ -281,9 +297,10 @@ def sweep(
     pair_time: opts.PairTime = 1.0,
     tries: opts.Tries = 3,
     no_memory_guard: opts.NoMemoryGuard = False,
+    force: opts.ForceOut = False,
 ) -> None:
     """Grids over tokens and channels, and the measured crossover where Q(KᵀV) beats (QKᵀ)V."""
-    from edgeattn.bench import run
+    from edgeattn.bench import preflight, run
     from edgeattn.bench import sweep as sw
     from edgeattn.cli.console import progress
 
@@ -297,7 +314,11 @@ def sweep(
         regime, dim, heads, tokens_grid, channels_grid, channels_tokens, crossover_heads,
         crossover_tokens, methods,
     )  # fmt: skip
-    with interruptible("sweep") as kept, progress(con, "sweep") as step:
+    with (
+        preflight.appending_anyway(force),
+        interruptible("sweep") as kept,
+        progress(con, "sweep") as step,
+    ):
         res = sw.run_sweep(
             plan, st, out=out, resume=resume, plot=plot, write_crossover_to=write_crossover,
             memory_guard=not no_memory_guard, on_progress=step, on_warning=_warn(con), kept=kept,
@@ -373,6 +394,8 @@ def profile_cmd(
     out: opts.RecordsOut = None,
     opset: opts.Opset = 17,
     set_: opts.Set = None,
+    force: opts.ForceOut = False,
+    no_memory_guard: opts.NoMemoryGuard = False,
 ) -> None:
     """Per-block latency of a whole net or an .onnx file (stage / block / attention vs MLP)."""
     from edgeattn.bench import profile as prof
@@ -389,7 +412,8 @@ def profile_cmd(
     with interruptible("profile") as kept, progress(con, f"profile {target}") as step:
         rec, out = run.run_profile(
             target, st, img_size=img_size, overrides=overrides, out=out, on_progress=step,
-            on_warning=_warn(con), kept=kept,
+            on_warning=_warn(con), kept=kept, depth=depth, memory_guard=not no_memory_guard,
+            force=force,
         )  # fmt: skip
     for table in prof.profile_tables(rec, depth):
         con.print(table)
@@ -417,8 +441,23 @@ def report_cmd(
         Path | None, typer.Option("--csv", metavar="FILE", help="Also write all records as CSV.")
     ] = None,
     plot: opts.Plot = None,
+    check: Annotated[
+        bool,
+        opts.flag(
+            "--check",
+            help="Only validate FILES against docs/records.schema.json (sidecars too) and tell "
+            "complete, partial and edited runs apart: FILE:LINE: field: problem; exit 1 on any.",
+        ),
+    ] = False,
 ) -> None:
     """Tables (and plots) from records: devices or runs side by side."""
+    if check:
+        from edgeattn.bench.check import run_check
+
+        code = run_check(files, typer.echo)
+        if code:
+            raise typer.Exit(code)
+        return
     from edgeattn.bench import report, run
     from edgeattn.bench.sweep import ratio_compare_table
 
@@ -427,10 +466,10 @@ def report_cmd(
     con.print(report.compare_table(records))
     if any(r.get("kind") == "paired" for r in records):
         con.print(ratio_compare_table(records))
-    for dev, recs in run.group_by_device(records).items():
-        lines = report.summary_lines(report.bench_summary(recs), "as recorded")
+    for item in report.run_summaries(records):
+        lines = report.summary_lines(item["summary"])
         if lines:
-            con.print(f"[bold]{dev}[/]")
+            con.print(f"[bold]{item['label']}[/] at {item['shape']}")
             for line in lines:
                 con.print("  " + line)
     bad = run.failures(records)
@@ -455,18 +494,14 @@ def env_cmd(
     ] = False,
 ) -> None:
     """This device's fingerprint and the available ONNX Runtime execution providers."""
-    from rich.table import Table
-
+    from edgeattn.cli.env_view import env_table
     from edgeattn.runtime.sysinfo import fingerprint
 
     fp = fingerprint()
     if as_json:
         typer.echo(json.dumps(fp, indent=2))
         return
-    t = Table(title="edgeattn env", show_header=False, title_justify="left")
-    for k, v in fp.items():
-        t.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
-    _console().print(t)
+    _console().print(env_table(fp))
 
 
 def register(app: typer.Typer) -> None:

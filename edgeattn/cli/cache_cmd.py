@@ -18,7 +18,11 @@ CACHE_EXAMPLES = opts.examples(
 
 def cache_cmd(
     clear: Annotated[
-        bool, opts.flag("--clear", help="Remove every cached export (they are rebuilt on demand).")
+        bool,
+        opts.flag(
+            "--clear",
+            help="Remove the cached exports (rebuilt on demand); other files stay.",
+        ),
     ] = False,
     as_json: Annotated[bool, opts.flag("--json", help="Print path and size as JSON.")] = False,
 ) -> None:
@@ -26,21 +30,39 @@ def cache_cmd(
 
     Path: $EDGEATTN_CACHE, else $XDG_CACHE_HOME/edgeattn/exports, else
     ~/.cache/edgeattn/exports. Each entry is <stem>-<content hash>.onnx and its .onnx.json
-    sidecar; `export` uses it only with --cache-dir.
+    sidecar; `export` uses it only with --cache-dir. --clear removes those entries (and the
+    bench's own graphs) and nothing else: it says how many other files it left.
     """
     from edgeattn.cache import cache_info, clear_cache, human_bytes
 
-    info = clear_cache() if clear else cache_info()
+    if clear:
+        done = clear_cache()
+        if as_json:
+            typer.echo(json.dumps(dict(done.as_dict(), cleared=True), indent=1))
+            return
+        if not done.exists:
+            typer.echo(f"export cache: {done.path} (empty: not created yet)")
+            return
+        left = f"; left {done.left} file(s) that edgeattn did not write" if done.left else ""
+        typer.echo(
+            f"export cache: {done.path}: cleared {done.models} model(s), {done.files} file(s), "
+            f"{human_bytes(done.bytes)}{left}"
+        )
+        return
+    info = cache_info()
     if as_json:
-        typer.echo(json.dumps(dict(info.as_dict(), cleared=clear), indent=1))
+        typer.echo(json.dumps(dict(info.as_dict(), cleared=False), indent=1))
         return
     size = f"{info.models} model(s), {info.files} file(s), {human_bytes(info.bytes)}"
     if not info.exists:
         typer.echo(f"export cache: {info.path} (empty: not created yet)")
-    elif clear:
-        typer.echo(f"export cache: {info.path}: cleared {size}")
     else:
-        typer.echo(f"export cache: {info.path}: {size}")
+        foreign = (
+            f" ({info.foreign} of them not written by edgeattn: --clear leaves those)"
+            if info.foreign
+            else ""
+        )
+        typer.echo(f"export cache: {info.path}: {size}{foreign}")
 
 
 def register(app: typer.Typer) -> None:

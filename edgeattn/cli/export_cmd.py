@@ -110,6 +110,7 @@ def export_cmd(
         help="Write a precision variant outside its tolerance (figures still recorded).",
         metavar="",
     ),
+    no_memory_guard: opts.NoMemoryGuard = False,
 ) -> None:
     """Export NAME to ONNX at an exact opset; audit the ops per block; verify against PyTorch.
 
@@ -122,6 +123,15 @@ def export_cmd(
 
     if output is not None and not force:
         check_overwrite(output)
+    overrides = parse_set(set_)
+    if not no_memory_guard:
+        from edgeattn.bench.preflight import check_model_memory
+
+        check_model_memory(
+            name, img_size=img_size, tokens=tokens, dim=dim, heads=heads, batch=batch,
+            overrides=overrides, order=order, crossover=crossover,
+            fix="a smaller --img-size / --tokens / --batch",
+        )  # fmt: skip
     con = console(highlight=False)
     with progress(con, f"export {name}"):
         res = export_onnx(
@@ -136,7 +146,7 @@ def export_cmd(
             order=order,
             crossover=crossover,
             checkpoint=checkpoint,
-            overrides=parse_set(set_),
+            overrides=overrides,
             simplify=simplify,
             verify=verify,
             strict_softmax_free=strict_softmax_free,

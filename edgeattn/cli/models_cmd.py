@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 
@@ -11,6 +12,7 @@ from edgeattn.cli import options as opts
 LIST_EXAMPLES = opts.examples(
     "edgeattn list",
     "edgeattn list 'sima_*'",
+    "edgeattn list soft_tiny --details",
     "edgeattn list --family soft --json",
 )
 
@@ -56,6 +58,73 @@ def _paper_cell(paper: dict | None) -> str:
     return " ".join(parts)
 
 
+def _shape_cell(shape: list[int] | None) -> str:
+    """The default input without its batch dimension: ``3×224×224`` (an image), ``4096×384``."""
+    return "×".join(str(d) for d in shape[1:]) if shape else "?"
+
+
+def _print_prose(con: Any, text: str, indent: str = "", style: str | None = None) -> None:
+    """Free text as plain lines wrapped at spaces to the console width: a word (a name, a path)
+    is never broken, even when it is wider than the console; no trailing padding."""
+    import textwrap
+
+    lines = textwrap.wrap(
+        text,
+        width=max(20, con.width),
+        initial_indent=indent,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    for line in lines:
+        con.print(line, style=style, soft_wrap=True, markup=False, highlight=False)
+
+
+def _print_lines(con: Any, rows: list[dict]) -> None:
+    """One line per model (no borders, greppable), then the counting convention and a hint."""
+    from rich.table import Table
+
+    from edgeattn.cli.console import keep_whole
+    from edgeattn.models.cost import CONVENTION, format_cost
+    from edgeattn.models.registry import get_entry
+
+    table = Table(box=None, pad_edge=False)
+    table.add_column("name")
+    table.add_column("family", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("GFLOPs", justify="right", no_wrap=True)
+    table.add_column("paper", justify="right", no_wrap=True)
+    for r in rows:
+        params, flops = format_cost(get_entry(r["name"]).cost)
+        table.add_row(r["name"], r["family"], params, flops, _paper_cell(r["paper"]))
+    con.print(keep_whole(table, "name"))
+    note = (
+        f"{len(rows)} model(s). GFLOPs: {CONVENTION}. "
+        "--details (-v): input shapes, descriptions, sources of the paper figures."
+    )
+    _print_prose(con, note, style="dim")
+
+
+def _print_details(con: Any, rows: list[dict]) -> None:
+    """Each model: its name on a line of its own, then its facts and description, indented."""
+    from edgeattn.models.cost import CONVENTION, format_cost
+    from edgeattn.models.registry import get_entry
+
+    _print_prose(con, f"edgeattn models ({len(rows)}). GFLOPs: {CONVENTION}.")
+    for r in rows:
+        params, flops = format_cost(get_entry(r["name"]).cost)
+        facts = f"family {r['family']} · params {params} · GFLOPs {flops}"
+        facts += f" · input {_shape_cell(r['input_shape'])}"
+        lines = [facts]
+        paper = r["paper"]
+        if paper:
+            lines.append(f"paper: {_paper_cell(paper) or '-'} ({paper['source']})")
+        lines.append(r["description"])
+        con.print(r["name"], soft_wrap=True, markup=False, highlight=False)  # always whole
+        for line in lines:
+            _print_prose(con, line, indent="    ")
+
+
 def list_cmd(
     pattern: str = typer.Argument(None, metavar="PATTERN", help="Glob filter, e.g. 'sima_*'."),
     family: str = typer.Option(
@@ -70,36 +139,33 @@ def list_cmd(
         help="Print JSON: the counting convention and one object per model.",
         metavar="",
     ),
+    details: bool = typer.Option(
+        False,
+        "--details",
+        "-v",
+        help="Each model with its input shape, description and published sources.",
+        metavar="",
+    ),
 ) -> None:
-    """List registered models with parameters and GFLOPs at the default input.
+    """List registered models, one line each, with parameters and GFLOPs at the default input.
 
     1 multiply-add = 1 FLOP (as the papers count); SOFT's Newton iterations are shown
     separately, since the papers leave them out.
     """
-    from edgeattn.models.cost import CONVENTION, format_cost
-    from edgeattn.models.registry import get_entry
+    from edgeattn.models.cost import CONVENTION
 
     rows = list_rows(pattern, family=family)
     if as_json:
         typer.echo(json.dumps({"convention": CONVENTION, "models": rows}, indent=1))
         return
-    from rich.table import Table
-
     from edgeattn.cli.console import console
 
-    table = Table(title=f"edgeattn models ({len(rows)})", caption=CONVENTION)
-    table.add_column("name")
-    table.add_column("family")
-    table.add_column("params", justify="right")
-    table.add_column("GFLOPs", justify="right")
-    table.add_column("paper", justify="right")
-    table.add_column("description")
-    for r in rows:
-        params, flops = format_cost(get_entry(r["name"]).cost)
-        table.add_row(
-            r["name"], r["family"], params, flops, _paper_cell(r["paper"]), r["description"]
-        )
-    console().print(table)
+    if not rows:
+        what = repr(pattern) if pattern else "*"
+        where = f" in family {family}" if family else ""
+        typer.echo(f"no registered model matches {what}{where}; edgeattn list shows them all")
+        return
+    (_print_details if details else _print_lines)(console(), rows)
 
 
 def register(app: typer.Typer) -> None:

@@ -44,6 +44,13 @@ OnnxOut = Annotated[
     ),
 ]
 Resume = Annotated[bool, flag("--resume", help="Skip measurements already in --out.")]
+ForceOut = Annotated[
+    bool,
+    flag(
+        "--force",
+        help="Append to --out even when it exists and is not an edgeattn records file.",
+    ),
+]
 Plot = Annotated[
     Path | None,
     typer.Option("--plot", metavar="FILE", help="Also write a plot (.png/.svg); needs matplotlib."),

@@ -5,6 +5,7 @@ function (``edgeattn.targets`` / ``edgeattn.remote``) and prints its reports."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -288,16 +289,20 @@ def run_cmd(
     from edgeattn.cli.console import console
     from edgeattn.targets import resolve_hosts, run_spec, ssh_options
 
+    check_spec_file(spec)  # here, before any host is resolved or contacted
     t = resolve_hosts(hosts, inventory, group, ssh_config)
     ssh = ssh_options(
         ssh_option, identity, t.ssh_config, accept_new_host_key, connect_timeout, timeout
     )
     out = out or default_out("remote")
-    outcomes = run_spec(
-        t, spec, ssh, out=out, remote_python=remote_python, remote_dir=remote_dir,
-        remote_cache=remote_cache, keep_remote=keep_remote,
-        on_progress=_Progress(len(t.hosts) > 1, quiet),
-    )  # fmt: skip
+    from edgeattn.bench import integrity
+
+    with integrity.run(out, "remote run"):  # the records' run id, and run_end if all hosts ran
+        outcomes = run_spec(
+            t, spec, ssh, out=out, remote_python=remote_python, remote_dir=remote_dir,
+            remote_cache=remote_cache, keep_remote=keep_remote,
+            on_progress=_Progress(len(t.hosts) > 1, quiet),
+        )  # fmt: skip
     failed_runs = _print_run(console(), outcomes, out)
     errors = [o for o in outcomes if o.result is None]
     if errors:
@@ -307,6 +312,28 @@ def run_cmd(
         raise RemoteError(f"{len(errors)} of {len(t.hosts)} host(s) failed")
     if failed_runs:
         raise typer.Exit(EXIT_RUN_FAILED)
+
+
+def check_spec_file(spec: Path) -> None:
+    """``--spec``: a JSON file the device runtime accepts (its fields, types, ids and paired
+    groups: the runtime's own checks, run here), with every model file present and, unless
+    absolute, inside the spec's folder. ``RemoteError`` naming the file and the bad value."""
+    from edgeattn.remote.deploy import prepare_spec
+    from edgeattn.targets import load_spec
+
+    p = Path(spec)
+    if not p.is_file():
+        why = "no such file" if not os.path.lexists(p) else "not a regular file"
+        raise RemoteError(f"--spec {str(p)!r}: {why}", hint="give a JSON spec file")
+    try:
+        prepare_spec(load_spec(p), base_dir=p.resolve().parent)
+    except (ValueError, OSError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, OSError) and exc.strerror:
+            text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+        raise RemoteError(
+            f"--spec {str(p)!r}: {text}", hint="format: docs/spec.schema.json"
+        ) from None
 
 
 def _print_run(con: Any, outcomes: list, out: Path) -> int:

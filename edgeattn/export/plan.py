@@ -128,6 +128,8 @@ def validate(req: Request, img_size: Any, keep_fp32: Any) -> Request:
         raise ExportError(f"batch={b!r} must be a positive int")
     if req.exporter not in EXPORTERS:
         raise ExportError(f"exporter={req.exporter!r}; valid: {', '.join(EXPORTERS)}")
+    if req.exporter != "auto":  # the exporter's opset range, checked before any model is built
+        choose_exporter(req.opset, req.exporter, runtime_order=False)
     for k in ("tokens", "dim", "heads"):
         v = getattr(req, k)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -141,7 +143,32 @@ def validate(req: Request, img_size: Any, keep_fp32: Any) -> Request:
         req.ckpt_sha = sha256_file(str(req.ckpt))
     req.precision = check_precision(req.precision)
     req.keep_fp32 = resolve_keep_fp32(req.precision, keep_fp32)
+    if req.calibration is not None:
+        check_calibration(req.calibration, req.precision)
     return req
+
+
+def check_calibration(calibration: str | os.PathLike, precision: str) -> None:
+    """``--calibration``: int8-static only, and an existing directory holding images."""
+    from edgeattn.export.precision_convert import IMAGE_SUFFIXES as CALIBRATION_SUFFIXES
+
+    if precision != "int8-static":
+        raise ExportError("--calibration applies to --precision int8-static only")
+    d = Path(calibration)
+    if not d.is_dir():
+        why = "does not exist" if not os.path.lexists(d) else "is not a directory"
+        raise ExportError(
+            f"--calibration {str(d)!r} {why}; give a directory of images "
+            f"({', '.join(CALIBRATION_SUFFIXES)})"
+        )
+    try:
+        has_images = any(p.suffix.lower() in CALIBRATION_SUFFIXES for p in d.iterdir())
+    except OSError as exc:
+        raise ExportError(f"--calibration {str(d)!r}: cannot read it: {exc.strerror}") from None
+    if not has_images:
+        raise ExportError(
+            f"--calibration {str(d)!r} holds no images ({', '.join(CALIBRATION_SUFFIXES)})"
+        )
 
 
 # ============================================================================ destination

@@ -344,8 +344,11 @@ def prepare_spec(
 ) -> tuple[dict[str, Any], list[ModelFile]]:
     """The device's copy of ``spec`` (model paths point into the run directory) and the files.
 
+    The spec is first checked here as the device's runtime will check it (:func:`validate_spec`).
     A run's model reference (its ``model``, else ``defaults.model``) is looked up in
-    ``model_files`` first, else resolved against ``base_dir`` (default: the current directory).
+    ``model_files`` first, else resolved against ``base_dir`` (default: the current directory);
+    with a ``base_dir`` given (``remote run --spec``: the spec's folder) a relative reference must
+    stay inside it (``../`` out of it is refused; an absolute path is taken as given).
     On the device each file keeps its base name (``models/<k>/<name>``), so records' ``model.path``
     and default run ids are the same as a local run of the same spec.
     """
@@ -353,6 +356,7 @@ def prepare_spec(
         raise ValueError(
             'bad spec: expected {"defaults": {...}, "runs": [...]} with at least one run'
         )
+    validate_spec(spec, base_dir)
     out = copy.deepcopy(dict(spec))
     defaults = out.get("defaults") or {}
     if not isinstance(defaults, dict):
@@ -369,6 +373,11 @@ def prepare_spec(
         if local is None:
             p = Path(os.path.expanduser(ref))
             local = p if p.is_absolute() else base / p
+            if not p.is_absolute() and base_dir is not None and not _inside(local, base):
+                raise ValueError(
+                    f"bad spec: {where}: model path {ref!r} leads out of the spec's folder "
+                    f"{str(base)!r}; give a path inside that folder, or an absolute path"
+                )
         if not local.is_file():
             raise FileNotFoundError(f"{where}: model file not found: {local}")
         name = local.name
@@ -396,6 +405,26 @@ def prepare_spec(
     if "defaults" in out:
         out["defaults"] = defaults
     return out, files
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Is ``path`` inside ``folder``, by its words (``..`` resolved lexically, links kept)?"""
+    p = os.path.normpath(os.path.abspath(path))
+    f = os.path.normpath(os.path.abspath(folder))
+    return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
+
+
+def validate_spec(spec: Any, base_dir: str | os.PathLike | None = None) -> None:
+    """The device runtime's own checks of a spec, run here before anything connects: fields and
+    their types and ranges (``RunSpec``), unique run ids, the ``paired`` groups and ``isolated``
+    (docs/spec.schema.json). ``ValueError`` naming the bad field and what is valid."""
+    from edgeattn.runtime.__main__ import UsageError, parse_paired, parse_spec
+
+    try:
+        runs = parse_spec(spec, str(base_dir) if base_dir is not None else os.getcwd())
+        parse_paired(spec, runs)
+    except UsageError as exc:
+        raise ValueError(str(exc).splitlines()[0]) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -578,6 +607,9 @@ def run_remote(
     if remote_python is not None and (not remote_python or "\n" in remote_python):
         raise RemoteError(f"bad --remote-python {remote_python!r}")
     dev_spec, files = prepare_spec(spec, model_files, base_dir)
+    from edgeattn.bench import integrity
+
+    dev_spec = integrity.with_run_id(dev_spec)  # the host command's run id, if one is open
     spec_bytes = (json.dumps(dev_spec, indent=1) + "\n").encode()
     pyz, pyz_sha = zipapp_bytes()
     pyz_name = f"runtime-{pyz_sha}.pyz"
@@ -992,6 +1024,9 @@ def _run_many(
             )
         except BaseException as exc:  # noqa: BLE001 - reported per host
             outcomes[i].error = exc
+            from edgeattn.bench import integrity
+
+            integrity.mark_failed()  # a host failed: the run stays partial (no run_end)
 
     pool = ThreadPoolExecutor(
         max_workers=max_parallel or len(parsed), thread_name_prefix="edgeattn-ssh"

@@ -7,7 +7,8 @@ Contract (the remote helper and the bench build on it):
   file; ``--resume`` skips runs whose key has an ok record in ``--out``. Progress on STDERR, lines
   prefixed ``[edgeattn-runtime]``. A spec may add ``"paired": [groups]`` (members timed in
   interleaved rounds in one process, one ``kind: "paired"`` record per group, after the runs; see
-  ``paired.py``) and ``"isolated": false`` (measure only the groups). Exit 0: all runs ok; 3: some run failed (its error record is
+  ``paired.py``) and ``"isolated": false`` (measure only the groups), and ``"run_id"`` (else
+  ``$EDGEATTN_RUN_ID``): copied into every record, naming the host command's run. Exit 0: all runs ok; 3: some run failed (its error record is
   still printed); 2: bad spec or bad usage (one line naming the field and the valid values).
 * ``env``: the device fingerprint as one JSON object.
 * ``check``: preflight as one JSON object with ``ok``; works (nulls) without numpy/onnxruntime.
@@ -36,7 +37,9 @@ EXIT_USAGE = 2
 EXIT_RUN_FAILED = 3
 EXIT_INTERRUPTED = 130
 
-SPEC_KEYS = ("defaults", "runs", "paired", "isolated")
+SPEC_KEYS = ("defaults", "runs", "paired", "isolated", "run_id")
+RUN_ID_ENV = "EDGEATTN_RUN_ID"  # the run id when the spec has none (the host's local runs)
+_RUN_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-")
 _DEEP_MERGE = ("meta", "inputs", "provider_options")
 
 
@@ -120,6 +123,7 @@ def parse_spec(spec: Any, base_dir: str) -> List[Any]:
         raise UsageError(
             f"bad spec: unknown top-level field {unknown[0]!r}; valid fields: {', '.join(SPEC_KEYS)}"
         )
+    spec_run_id(spec)
     defaults = spec.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise UsageError("bad spec: 'defaults' must be an object of run fields")
@@ -153,6 +157,21 @@ def parse_paired(spec: Dict[str, Any], specs: List[Any]) -> Tuple[List[Any], boo
     if not isolated and not groups:
         raise UsageError("bad spec: isolated is false but there are no paired groups to measure")
     return groups, isolated
+
+
+def spec_run_id(spec: Dict[str, Any]) -> Optional[str]:
+    """The spec's ``run_id`` (else ``$EDGEATTN_RUN_ID``, else None): 1-128 of [A-Za-z0-9._:-]."""
+    value = spec.get("run_id")
+    if value is None:
+        value = os.environ.get(RUN_ID_ENV) or None
+        where = RUN_ID_ENV
+    else:
+        where = "bad spec: run_id"
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 128 or set(value) - _RUN_ID_CHARS:
+        raise UsageError(f"{where} {value!r} is invalid; expected 1-128 of [A-Za-z0-9._:-]")
+    return value
 
 
 def _assign_ids(specs: List[Any]) -> None:
@@ -222,6 +241,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     spec, base = load_spec(args.spec)
     specs = parse_spec(spec, base)
     groups, isolated = parse_paired(spec, specs)
+    run_id = spec_run_id(spec)
     done = set()
     if args.resume:
         try:
@@ -246,6 +266,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
                     continue
             say(f"{tag}: {os.path.basename(rs.model)} on {rs.device}")
             rec = measure(rs, log=lambda msg, tag=tag: say(f"{tag}: {msg}"))
+            rec["run_id"] = run_id
             if rec["status"] != "ok":
                 failed += 1
             emit(records.dumps(rec))
@@ -266,6 +287,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
                     continue
             say(f"{tag}: {len(grp.runs)} members in interleaved rounds")
             rec = measure_group(grp, by_id, log=lambda msg, tag=tag: say(f"{tag}: {msg}"))
+            rec["run_id"] = run_id
             n += 1
             if rec["status"] != "ok":
                 failed += 1

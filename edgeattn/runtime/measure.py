@@ -321,7 +321,8 @@ def make_inputs(
 
 def stats(raw_ms: List[float], cv_threshold: float = 0.1) -> Dict[str, Any]:
     """Summary of per-run latencies (ms). ``std`` is the sample std (ddof=1; 0 for one run);
-    percentiles use linear interpolation; ``stable`` is ``cv <= cv_threshold``."""
+    percentiles use linear interpolation; ``low_cv`` is ``cv <= cv_threshold`` (a spread flag,
+    not a stability verdict: that is ``stability.verdict``, from the tries)."""
     import numpy as np
 
     a = np.asarray(raw_ms, dtype=np.float64)
@@ -342,7 +343,7 @@ def stats(raw_ms: List[float], cv_threshold: float = 0.1) -> Dict[str, Any]:
         "p90": r(p90),
         "p99": r(p99),
         "cv": r(cv) if cv is not None else None,
-        "stable": bool(cv is not None and cv <= cv_threshold),
+        "low_cv": bool(cv is not None and cv <= cv_threshold),
         "total_s": r(float(a.sum()) / 1e3),
     }
 
@@ -669,7 +670,7 @@ def _measure_into(rec: Dict[str, Any], rs: RunSpec, say: Log) -> None:
         "p90": st["p90"],
         "p99": st["p99"],
         "cv": st["cv"],
-        "stable": st["stable"],
+        "low_cv": st["low_cv"],
         "total_s": st["total_s"],
         "tries": tries,
         "stability": stab,

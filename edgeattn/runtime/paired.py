@@ -56,6 +56,8 @@ GROUP_FIELDS = (
     "seed",
     "profile",
     "profile_runs",
+    "target_halfwidth",
+    "budget_s",
     "meta",
 )
 _RAW_DECIMALS = 4
@@ -137,6 +139,10 @@ class Group:
             raise RuntimeSpecError(f"profile {prof!r} is invalid; expected a list of member ids")
         self.profile: List[str] = list(prof)
         self.profile_runs = num("profile_runs", 3, 1, True)
+        # adaptive length: once the tries agree, more rounds only while the widest ratio interval
+        # is wider than ±target_halfwidth (relative) and the group's budget_s is not spent
+        self.target_halfwidth = num("target_halfwidth", 0.0, 0)
+        self.budget_s = num("budget_s", 0.0, 0)
         meta = d.get("meta") or {}
         if not isinstance(meta, dict):
             raise RuntimeSpecError("meta must be an object")
@@ -154,6 +160,8 @@ class Group:
             "tolerance": self.tolerance,
             "seed": self.seed,
             "profile_runs": self.profile_runs if self.profile else None,
+            "target_halfwidth": self.target_halfwidth or None,
+            "budget_s": self.budget_s or None,
             "timer": "time.perf_counter",
             "session_config": dict(NO_SPIN),
         }
@@ -227,6 +235,18 @@ def _try_figures(g: Group, idx: Dict[str, int], times: List[List[float]]) -> Dic
             for r in g.ratios
         }
     return {rid: stats.median([row[idx[rid]] for row in times]) for rid in g.runs}
+
+
+def widest_halfwidth(g: Group, idx: Dict[str, int], times: List[List[float]]) -> float:
+    """The widest relative half-width of the group's ratio intervals over ``times``."""
+    worst = 0.0
+    for r in g.ratios:
+        num = [row[idx[r["num"]]] for row in times]
+        den = [row[idx[r["den"]]] for row in times]
+        s = stats.ratio_summary(num, den)
+        if s["median"] > 0:
+            worst = max(worst, (s["ci_high"] - s["ci_low"]) / 2.0 / s["median"])
+    return worst
 
 
 def measure_group(g: Group, specs: Dict[str, Any], log: Optional[Log] = None) -> Dict[str, Any]:
@@ -321,6 +341,8 @@ def measure_group(g: Group, specs: Dict[str, Any], log: Optional[Log] = None) ->
         tries: List[Dict[str, Any]] = []
         figures: List[Dict[str, float]] = []
         stab: Dict[str, Any] = {}
+        started = time.perf_counter()
+        pending_extension = False
         while True:
             times, orders, reason = _rounds(runners, g, rng)
             t = len(tries)
@@ -332,6 +354,7 @@ def measure_group(g: Group, specs: Dict[str, Any], log: Optional[Log] = None) ->
             tries.append(
                 {
                     "rounds": len(times),
+                    **({"extension": True} if pending_extension else {}),
                     "stop_reason": reason,
                     "figures": {k: round(v, 6) for k, v in fig.items()},
                     "medians_ms": {
@@ -340,13 +363,29 @@ def measure_group(g: Group, specs: Dict[str, Any], log: Optional[Log] = None) ->
                     },
                 }
             )
-            stab = stats.stability(figures, g.tries, g.tolerance)
+            if tries[-1].get("extension"):
+                pass  # an extension adds rounds; the verdict stays that of the agreeing tries
+            else:
+                stab = stats.stability(figures, g.tries, g.tolerance)
             say(
                 f"try {t + 1}: {len(times)} rounds ({reason}); "
                 + ", ".join(f"{k} {v:.3f}" for k, v in fig.items())
             )
-            if stab["verdict"] != "pending":
+            if stab["verdict"] == "pending":
+                continue
+            if stab["verdict"] not in ("stable", "untested") or not (
+                g.target_halfwidth and g.ratios
+            ):
+                break  # an unstable group gains nothing from more rounds of the same kind
+            width = widest_halfwidth(g, idx, all_times)
+            spent = time.perf_counter() - started
+            per_try = spent / max(len(tries), 1)
+            if width <= g.target_halfwidth or not g.budget_s or spent + per_try > g.budget_s:
+                stab["halfwidth"] = round(width, 6)
+                stab["target_halfwidth"] = g.target_halfwidth
                 break
+            say(f"widest interval ±{width:.1%} > ±{g.target_halfwidth:.1%}: more rounds")
+            pending_extension = True
         rss_after = mem.rss_mb()
         peak = mem.peak_mb()
         del runners, infos
@@ -372,12 +411,11 @@ def measure_group(g: Group, specs: Dict[str, Any], log: Optional[Log] = None) ->
             ratios.append(summ)
         profiles = {}
         for rid in g.profile:
-            rs = specs[rid]
-            rs_prof = rs
-            if rs.profile_runs != g.profile_runs:
-                from dataclasses import replace
+            from dataclasses import replace
 
-                rs_prof = replace(rs, profile_runs=g.profile_runs)
+            # a fresh profiled session: its first run plus one warm-up run are skipped (the
+            # members' own warm-up count would spend seconds on runs the op table never reads)
+            rs_prof = replace(specs[rid], profile_runs=g.profile_runs, warmup=1)
             profiles[rid] = profile_session(rs_prof, feeds_by[idx[rid]], say)
         rec["paired"] = {
             "members": member_blocks,

@@ -339,6 +339,11 @@ def summarize(
             },
         )
         n["us"] += r["dur_us"]
+        if windows and r.get("run") is not None:
+            per = n.setdefault("per_run", [0.0] * runs)
+            i = r["run"] - skip_runs
+            if 0 <= i < runs:
+                per[i] += r["dur_us"]
 
     from .session import node_providers_from_events
 
@@ -373,6 +378,8 @@ def summarize(
                 "name": name,
                 "op": n["op"],
                 "ms": _r(n["us"] / 1e3 / runs),
+                # this node's time in each profiled run (the op-level table's interval)
+                "runs_ms": [_r(u / 1e3) for u in n.get("per_run") or []] or None,
                 "in_shapes": n["in"],
                 "out_shapes": n["out"],
             }

@@ -6,6 +6,9 @@ timed in interleaved rounds in one process, see ``paired.py``), ``id``, ``key``,
 ``status`` ("ok" | "error") and ``error`` (one line or null); the measurement fields are null in an
 error record. ``key`` is the sha256 of the canonical JSON of the
 knobs that define the measurement (see :func:`measurement_key`) and is what ``--resume`` matches on.
+``run_id`` (null in records of a spec without one, absent in older records) names the host
+command that asked for the record; that command closes its run with one ``kind: "run_end"`` line
+(record count and digest, see ``edgeattn/bench/integrity.py``), which is not a measurement.
 
 Standard library only.
 """
@@ -31,6 +34,7 @@ RECORD_FIELDS = (
     "kind",
     "id",
     "key",
+    "run_id",
     "created_utc",
     "status",
     "error",

@@ -1,0 +1,76 @@
+"""Issue 21's one-answer rules on hand-made records: the unstable note, the op table's verdicts,
+the isolated-vs-paired disagreement line, the reference rule, and records without per-run
+profiles (older files) read without an interval rather than wrongly."""
+
+from __future__ import annotations
+
+from edgeattn.bench import pairs, report
+
+
+def test_reference_is_softmax_else_the_first_block():
+    assert pairs.reference_method(["sima", "softmax", "xca"]) == "softmax"
+    assert pairs.reference_method(["sima", "xca"]) == "sima"
+    assert pairs.reference_method(["floor_qk", "sima_qk"]) == "sima_qk"
+    assert pairs.reference_method(["op_softmax", "op_l1"]) == "op_softmax"
+    got = pairs.vs_ref_ratios({"sima": "a", "softmax": "b", "floor_qk": "c"})
+    assert got == [{"name": "vs_ref/sima", "num": "b", "den": "a"}]  # graphs: never vs a block
+
+
+def test_unstable_verdict_explains_itself():
+    stab = {"verdict": "unstable", "tries": 3, "tolerance": 0.05, "deltas": [None, 0.18, 0.25]}
+    note = pairs.stability_note(stab)
+    assert note.startswith("unstable: the 3 tries' figures differed by up to 25% (tolerance 5%)")
+    assert "rerun" in note
+    assert pairs.stability_note({"verdict": "stable"}) is None
+
+
+def _prof(norm_runs, other_runs):
+    n = 8
+    return {
+        "total_node_ms": sum(norm_runs) / len(norm_runs) + sum(other_runs) / len(other_runs),
+        "runs": len(norm_runs),
+        "nodes": [
+            {"op": "Softmax", "ms": sum(norm_runs) / len(norm_runs), "runs_ms": norm_runs},
+            {
+                "op": "MatMul",
+                "ms": sum(other_runs) / len(other_runs),
+                "runs_ms": other_runs,
+                "in_shapes": [[1, 2, n, 4], [1, 2, 4, n]],
+                "out_shapes": [[1, 2, n, n]],
+            },
+        ],
+    }
+
+
+def test_op_verdicts_consistent_and_noisy():
+    steady = pairs.op_breakdown(_prof([1.0, 1.01, 0.99, 1.0, 1.02, 0.98], [3.0] * 6), "exp", 8)
+    assert steady["norm_ms_runs"]["verdict"] == "consistent"
+    assert pairs.op_verdict(steady) == "consistent"
+    # one profiled run 20x the others (a busy machine): the median holds, the interval says so
+    swing = [0.136, 0.14, 2.78, 0.13, 0.138, 0.135]
+    noisy = pairs.op_breakdown(_prof(swing, [3.0] * 6), "exp", 8)
+    assert noisy["norm_ms_runs"]["median"] < 0.2
+    assert pairs.op_verdict(noisy).startswith("noisy ±")
+    # older records: no per-run times, no interval, said so
+    old = _prof([1.0] * 6, [3.0] * 6)
+    for nd in old["nodes"]:
+        nd.pop("runs_ms")
+    assert pairs.op_verdict(pairs.op_breakdown(old, "exp", 8)) == "no interval"
+
+
+def test_isolated_outside_the_paired_interval_is_one_note():
+    iso = {
+        "softmax": {"latency_ms": {"median": 10.0}},
+        "sima": {"latency_ms": {"median": 10.0}},  # alone: 1.00x
+        "xca": {"latency_ms": {"median": 5.0}},  # alone: 2.00x, inside its interval
+    }
+    vs = {
+        "sima": {"median": 1.13, "ci_low": 1.11, "ci_high": 1.16},
+        "xca": {"median": 2.0, "ci_low": 1.9, "ci_high": 2.1},
+    }
+    d = report._disagreements("softmax", vs, iso)
+    assert [x["method"] for x in d] == ["sima"] and d[0]["isolated"] == 1.0
+    lines = report.summary_lines(
+        {"source": "paired", "reference": "softmax", "disagreements": d, "missing": {}}
+    )
+    assert len(lines) == 1 and lines[0].startswith("note: alone, against softmax: sima 1.00×")

@@ -78,7 +78,7 @@ def measure(
         "min_time_s": st.pair_min_time_s,
         "max_time_s": st.pair_max_time_s,
         "tries": st.tries,
-        "tolerance": st.tolerance,
+        "tolerance": st.stability_tolerance,
         "seed": st.seed,
         "profile": list(ids.values()) if profile else [],
         "profile_runs": st.profile_runs,

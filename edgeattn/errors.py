@@ -35,6 +35,10 @@ class BenchError(EdgeAttnError):
     """Bad bench/sweep request."""
 
 
+class SpecError(EdgeAttnError, ValueError):
+    """A measurement spec the device runtime would reject, found on the host before connecting."""
+
+
 class RemoteError(EdgeAttnError):
     """SSH transport failure (unreachable, auth, host key) or a failure on the device."""
 

@@ -1,5 +1,6 @@
-"""Which devices a command talks to and how: hosts (names, inventories) and SSH options, built
-the same way for ``bench --host`` and ``remote check|setup|run``."""
+"""Which devices a command talks to: hosts (names, inventories), resolved the same way for
+``bench --host`` and ``remote check|setup|run``, and the library calls those commands make on
+them. The SSH options themselves are one object, ``edgeattn.cli.options.RemoteOptions``."""
 
 from __future__ import annotations
 
@@ -10,27 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from edgeattn.errors import RemoteError
-
-
-def ssh_options(
-    ssh_option: Sequence[str] | None = None,
-    identity: str | os.PathLike | None = None,
-    ssh_config: str | os.PathLike | None = None,
-    accept_new_host_key: bool = False,
-    connect_timeout: float = 10.0,
-    timeout: float | None = None,
-) -> Any:
-    """``edgeattn.remote.SSHOptions`` from the command-line values."""
-    from edgeattn.remote.ssh import SSHOptions
-
-    return SSHOptions(
-        ssh_config=str(ssh_config) if ssh_config else None,
-        identity=str(identity) if identity else None,
-        options=tuple(ssh_option or ()),
-        accept_new_host_key=accept_new_host_key,
-        connect_timeout=connect_timeout,
-        timeout=timeout,
-    )
 
 
 def unique_hosts(hosts: Sequence[str] | None) -> list[str]:
@@ -69,7 +49,7 @@ def resolve_hosts(
         if group is not None:
             raise RemoteError("--hosts GROUP needs --inventory FILE")
         return Targets(unique_hosts(hosts), cfg)
-    from edgeattn.remote.deploy import load_inventory
+    from edgeattn.remote.inventory import load_inventory
 
     inv = load_inventory(Path(inventory), group, str(cfg) if cfg else None)
     names = unique_hosts(list(hosts or []) + inv.hosts)
@@ -87,7 +67,7 @@ def check_all(
     """``remote_check`` on every host at once (one thread each); reports in host order."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from edgeattn.remote.deploy import remote_check
+    from edgeattn.remote.check import remote_check
 
     def one(h: str) -> dict[str, Any]:
         return remote_check(
@@ -126,7 +106,7 @@ def run_spec(
     """``remote run``: the spec at ``spec_path`` (model paths relative to its folder) on every
     host in parallel; records appended to ``out``. ``kwargs``: ``run_many``'s (remote_dir,
     remote_cache, keep_remote)."""
-    from edgeattn.remote.deploy import run_many
+    from edgeattn.remote.many import run_many
     from edgeattn.signals import sigterm_as_interrupt
 
     spec = load_spec(spec_path)

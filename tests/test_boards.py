@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from boards import board as boardlib
 
-from edgeattn.remote.deploy import setup_failure
+from edgeattn.remote.setup import setup_failure
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPE = ["--tokens", "64", "--dim", "64", "--heads", "2", "--methods", "softmax,sima"]
@@ -631,7 +631,7 @@ def test_ansible_inventory_without_ansible_says_how(tmp_path, monkeypatch):
     import shutil
 
     from edgeattn.errors import RemoteError
-    from edgeattn.remote.deploy import is_ansible_inventory, load_inventory
+    from edgeattn.remote.inventory import is_ansible_inventory, load_inventory
 
     plain = tmp_path / "hosts.txt"
     plain.write_text("pi@pi4.local\n[::1]:2222\n")

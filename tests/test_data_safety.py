@@ -304,7 +304,7 @@ def test_remote_spec_is_validated_before_connecting(spec, names, tmp_path, cache
 
 
 def test_spec_paths_inside_the_folder_or_absolute_are_taken(tmp_path):
-    from edgeattn.remote.deploy import prepare_spec
+    from edgeattn.remote.spec import prepare_spec
 
     d = _spec_dir(tmp_path)
     (d / "sub").mkdir()
@@ -493,5 +493,5 @@ def test_ansible_hint_names_the_extra_that_provides_it():
         "optional-dependencies"
     ]
     assert any(d.startswith("ansible-core") for d in extras["ansible"])
-    src = (root / "edgeattn" / "remote" / "deploy.py").read_text()
+    src = (root / "edgeattn" / "remote" / "inventory.py").read_text()
     assert "pip install 'edgeattn[ansible]'" in src and "pip install 'edgeattn'" not in src

@@ -80,12 +80,35 @@ def test_paired_group_record(two_models, tmp_path):
     # 4x the tokens: the big block is clearly slower, and the interval says so
     assert ratio["ci_low"] > 1.0 and not ratio["contains_one"]
     stab = p["stability"]
-    assert stab["verdict"] in ("stable", "unstable") and stab["tries"] == len(p["tries"])
+    agreeing = [t for t in p["tries"] if not t.get("extension")]
+    assert stab["verdict"] in ("stable", "unstable") and stab["tries"] == len(agreeing)
+    # extensions only after the tries agreed, and only while the interval was wider than asked
+    assert all(t.get("extension") for t in p["tries"][len(agreeing) :])
     assert rec["protocol"]["pass"] == "paired"
     assert rec["protocol"]["session_config"]["session.intra_op.allow_spinning"] == "0"
     assert rec["memory"]["peak_scope"] == "group"
     assert set(rec["conditions"]) == {"before", "after"}
     assert set(p["profiles"]) == {"small"} and p["profiles"]["small"]["runs"] == 2
+
+
+def test_adaptive_rounds_extend_only_while_the_interval_is_wide(two_models, tmp_path):
+    """Once two tries agree, more rounds only while the widest ratio interval is wider than
+    ±target_halfwidth and the budget lasts; with the target off (0), none."""
+    a, b = two_models
+    common = {"min_rounds": 10, "min_time_s": 0.05, "tries": 2, "tolerance": 0.5}
+    r, (off,) = _measure(_spec(a, b, target_halfwidth=0, **common), tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not any(t.get("extension") for t in off["paired"]["tries"])
+    # an unreachable target (±0.01 %) within a 1.5 s budget: extensions until the budget ends
+    r, (ext,) = _measure(_spec(a, b, target_halfwidth=1e-4, budget_s=1.5, **common), tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    p = ext["paired"]
+    flags = [bool(t.get("extension")) for t in p["tries"]]
+    assert flags[:2] == [False, False] and any(flags[2:]) and all(flags[2:])
+    assert p["stability"]["verdict"] == "stable" and p["stability"]["tries"] == 2
+    assert p["stability"]["halfwidth"] > p["stability"]["target_halfwidth"] == 1e-4
+    assert sum(t["rounds"] for t in p["tries"]) == len(p["rounds_ms"])
+    assert ext["protocol"]["target_halfwidth"] == 1e-4 and ext["protocol"]["budget_s"] == 1.5
 
 
 @pytest.mark.parametrize(

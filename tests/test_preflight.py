@@ -103,27 +103,16 @@ def test_out_on_a_read_only_mount(tmp_path, cache):
         subprocess.run(["umount", str(ro)], check=False)
 
 
-def test_out_on_a_full_disk(tmp_path, cache):
-    mnt = tmp_path / "full"
-    _mount(["-t", "tmpfs", "-o", "size=64k", "tmpfs"], mnt)
-    try:
-        earlier = mnt / "r.jsonl"
-        earlier.write_text(json.dumps({"schema": "edgeattn.record/1", "id": "old"}) + "\n")
-        fd = os.open(mnt / "fill", os.O_WRONLY | os.O_CREAT)
-        try:
-            while os.write(fd, b"\0" * 512):
-                pass
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-        r = run_cli("bench", "--methods", "sima", "--out", str(earlier), *TINY, cache=cache)
-        line = one_error_line(r)
-        assert str(earlier) in line and "No space left on device" in line
-        no_export(cache)
-        assert json.loads(earlier.read_text())["id"] == "old"  # earlier records intact
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+def test_out_on_a_full_disk(small_disk, cache):
+    disk = small_disk("64k")
+    earlier = disk.path / "r.jsonl"
+    earlier.write_text(json.dumps({"schema": "edgeattn.record/1", "id": "old"}) + "\n")
+    disk.fill()
+    r = run_cli("bench", "--methods", "sima", "--out", str(earlier), *TINY, cache=cache)
+    line = one_error_line(r)
+    assert str(earlier) in line and "No space left on device" in line
+    no_export(cache)
+    assert json.loads(earlier.read_text())["id"] == "old"  # earlier records intact
 
 
 # ------------------------------------------------------------------------ bad values, all commands
@@ -311,36 +300,25 @@ def test_signal_prints_kept_records_and_the_resume_command(sig, code, tmp_path, 
     assert ps.returncode == 1, ps.stdout
 
 
-def test_disk_full_mid_bench_fails_loud_and_keeps_earlier_records(tmp_path, shared_cache):
-    mnt = tmp_path / "mnt"
-    _mount(["-t", "tmpfs", "-o", "size=1m", "tmpfs"], mnt)
-    try:
-        out = mnt / "r.jsonl"
-        env = dict(os.environ, EDGEATTN_CACHE=str(shared_cache))
-        p = subprocess.Popen(
-            [*EXE, "bench", "--methods", "sima,xca,sima_kv", "--tokens", "64", "--out", str(out),
-             "--dim", "32", "--heads", "2", "--min-time", "1", "--max-time", "2"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        )  # fmt: skip
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and p.poll() is None:
-            if out.exists() and out.read_bytes().endswith(b"\n"):
-                break
-            time.sleep(0.05)
-        fd = os.open(mnt / "fill", os.O_WRONLY | os.O_CREAT)  # now the disk fills up
-        try:
-            while os.write(fd, b"\0" * 4096):
-                pass
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-        _, err = p.communicate(timeout=240)
-        r = subprocess.CompletedProcess(p.args, p.returncode, "", err)
-        line = one_error_line(r)
-        assert "runtime failed on" in line and "No space left on device" in line
-        assert str(out) in line
-        got = [json.loads(x) for x in out.read_text().splitlines()]  # every line whole
-        assert len(got) == 1 and got[0]["status"] == "ok"
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+def test_disk_full_mid_bench_fails_loud_and_keeps_earlier_records(small_disk, shared_cache):
+    disk = small_disk("1m")
+    out = disk.path / "r.jsonl"
+    env = dict(os.environ, EDGEATTN_CACHE=str(shared_cache))
+    p = subprocess.Popen(
+        [*EXE, "bench", "--methods", "sima,xca,sima_kv", "--tokens", "64", "--out", str(out),
+         "--dim", "32", "--heads", "2", "--min-time", "1", "--max-time", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and p.poll() is None:
+        if out.exists() and out.read_bytes().endswith(b"\n"):
+            break
+        time.sleep(0.05)
+    disk.fill()  # now the disk fills up
+    _, err = p.communicate(timeout=240)
+    r = subprocess.CompletedProcess(p.args, p.returncode, "", err)
+    line = one_error_line(r)
+    assert "runtime failed on" in line and "No space left on device" in line
+    assert str(out) in line
+    got = [json.loads(x) for x in out.read_text().splitlines()]  # every line whole
+    assert len(got) == 1 and got[0]["status"] == "ok"

@@ -152,32 +152,16 @@ def test_new_files_honour_the_umask(tmp_path):
     assert (tmp_path / "s.jsonl").stat().st_mode & 0o777 == 0o640
 
 
-def _tiny_tmpfs(where: Path, size: str = "64k") -> Path:
-    where.mkdir()
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or r.returncode})")
-    return where
-
-
-def test_full_disk_raises_and_leaves_no_half_record(tmp_path):
-    mnt = _tiny_tmpfs(tmp_path / "mnt")
-    try:
-        out = mnt / "r.jsonl"
-        n = 0
-        with pytest.raises(OSError) as info:
-            while True:
-                records.append_jsonl(str(out), records.new_record(id=f"r{n}", notes=["x" * 3000]))
-                n += 1
-        assert info.value.errno == 28  # ENOSPC
-        got = lines(out)  # every line whole, ends with a newline
-        assert [r["id"] for r in got] == [f"r{i}" for i in range(n)] and n > 5
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+def test_full_disk_raises_and_leaves_no_half_record(small_disk):
+    out = small_disk("64k").path / "r.jsonl"
+    n = 0
+    with pytest.raises(OSError) as info:
+        while True:  # the records themselves fill the disk
+            records.append_jsonl(str(out), records.new_record(id=f"r{n}", notes=["x" * 3000]))
+            n += 1
+    assert info.value.errno == 28  # ENOSPC
+    got = lines(out)  # every line whole, ends with a newline
+    assert [r["id"] for r in got] == [f"r{i}" for i in range(n)] and n > 5
 
 
 def _measure(out: str, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -205,25 +189,15 @@ def test_runtime_refuses_an_unwritable_out_before_measuring(where, tmp_path):
     assert r.stdout == ""  # nothing measured
 
 
-def test_runtime_exits_1_when_the_disk_fills(tmp_path):
-    mnt = _tiny_tmpfs(tmp_path / "mnt")
-    try:
-        out = mnt / "r.jsonl"
-        fd = os.open(mnt / "fill", os.O_WRONLY | os.O_CREAT)
-        try:  # fill the disk; the file stays creatable (tmpfs inodes are not blocks)
-            while os.write(fd, b"\0" * 512):
-                pass
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-        r = _measure(str(out), tmp_path)
-        assert r.returncode == 1, r.stderr
-        assert "No space left on device" in r.stderr.splitlines()[-1]
-        assert str(out) in r.stderr.splitlines()[-1]
-        assert not out.exists() or out.read_bytes() == b""
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+def test_runtime_exits_1_when_the_disk_fills(small_disk, tmp_path):
+    disk = small_disk("64k")
+    out = disk.path / "r.jsonl"
+    disk.fill()  # the file stays creatable (tmpfs inodes are not blocks)
+    r = _measure(str(out), tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "No space left on device" in r.stderr.splitlines()[-1]
+    assert str(out) in r.stderr.splitlines()[-1]
+    assert not out.exists() or out.read_bytes() == b""
 
 
 def test_runtime_memory_error_is_an_error_record(tmp_path):

@@ -20,68 +20,58 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeattn.bench import methods as _methods
+from edgeattn.bench.methods import BenchMethod
+from edgeattn.defaults import OPSET
 from edgeattn.errors import EXIT_OK, EXIT_RUN_FAILED, BenchError
+from edgeattn.runtime.measure import run_defaults
+from edgeattn.runtime.paired import GROUP_DEFAULTS
+
+#: a bench method: one entry of the method table (``edgeattn.bench.methods``)
+Method = BenchMethod
+#: the method table, read live (a method registered later is seen everywhere)
+METHODS = _methods.METHODS
 
 
-@dataclass(frozen=True)
-class Method:
-    key: str
-    model: str
-    overrides: dict[str, Any]
-    label: str
-    normaliser: str  # what replaces/does the normalisation: exp (softmax), l1, gaussian (exp)
-
-
-METHODS: dict[str, Method] = {
-    m.key: m
-    for m in (
-        Method("softmax", "block_msa", {}, "softmax MSA, (QKᵀ)V", "exp"),
-        Method(
-            "softmax_fused", "block_msa_fused", {}, "softmax, ORT fused MultiHeadAttention", "exp"
-        ),
-        Method("sima_qk", "block_sima", {"order": "qk_first"}, "SimA, (QKᵀ)V fixed", "l1"),
-        Method("sima_kv", "block_sima", {"order": "kv_first"}, "SimA, Q(KᵀV) fixed", "l1"),
-        Method("sima", "block_sima", {"order": "auto"}, "SimA, dynamic order", "l1"),
-        Method("soft", "block_soft", {}, "SOFT, Gaussian kernel, m=49 landmarks", "exp"),
-        Method("xca", "block_xca", {}, "XCA (XCiT), softmax over d×d", "exp"),
-        # pure-op micro-bench graphs (edgeattn.bench.ops), input (B, h, N, N): not models
-        Method("op_softmax", "op_softmax", {}, "Softmax over (B,h,N,N), op alone", "exp"),
-        Method("op_l1", "op_l1", {}, "l1-normalise over (B,h,N,N), op alone", "l1"),
-        # matmul floors (edgeattn.bench.floor): only the block's matmuls, at its shapes
-        Method("floor_qk", "floor_qk", {}, "matmuls of (QKᵀ)V attention alone", "none"),
-        Method("floor_kv", "floor_kv", {}, "matmuls of Q(KᵀV) attention alone", "none"),
-        Method("floor_soft", "floor_soft", {}, "matmuls of SOFT attention alone", "none"),
-    )
-}
-OP_METHODS = ("op_softmax", "op_l1")
-FLOOR_METHODS = ("floor_qk", "floor_kv", "floor_soft")
-#: Graphs built by edgeattn.bench (ops, floor), not exported models: float32 only, no FLOP table.
-GRAPH_METHODS = OP_METHODS + FLOOR_METHODS
-DEFAULT_METHODS = ("softmax", "softmax_fused", "sima_qk", "sima", "soft", "xca")
+def __getattr__(name: str) -> Any:
+    """The derived method sets, computed from the table when read (so they include every
+    registered method): DEFAULT_METHODS, OP_METHODS, FLOOR_METHODS, GRAPH_METHODS."""
+    if name == "DEFAULT_METHODS":
+        return _methods.default_methods()
+    if name == "OP_METHODS":
+        return _methods.of_kind("op")
+    if name == "FLOOR_METHODS":
+        return _methods.of_kind("floor")
+    if name == "GRAPH_METHODS":
+        return _methods.graph_models()
+    raise AttributeError(name)
 
 
 def parse_methods(spec: str | Sequence[str] | None) -> list[str]:
+    """``--methods``: keys of the method table, or the sets all (every block), ops, floors."""
+    table = _methods.METHODS
     if spec is None:
-        return list(DEFAULT_METHODS)
+        return list(_methods.default_methods())
     items = spec.split(",") if isinstance(spec, str) else [s for x in spec for s in x.split(",")]
-    out = []
+    sets = {
+        "all": [k for k, m in table.items() if not m.is_graph],
+        **{name: list(keys) for name, keys in _methods.sets().items()},
+        "ops": list(_methods.of_kind("op")),
+        "floors": list(_methods.of_kind("floor")),
+    }
+    out: list[str] = []
     for it in (s.strip() for s in items):
         if not it:
             continue
-        if it == "all":
-            out.extend(k for k in METHODS if k not in out and k not in GRAPH_METHODS)
+        if it in sets:
+            out.extend(k for k in sets[it] if k not in out)
             continue
-        if it in ("ops", "floors"):
-            out.extend(k for k in (OP_METHODS if it == "ops" else FLOOR_METHODS) if k not in out)
-            continue
-        if it not in METHODS:
-            raise BenchError(
-                f"unknown method {it!r}; valid: {', '.join(METHODS)}, all, ops, floors"
-            )
+        if it not in table:
+            raise BenchError(f"unknown method {it!r}; valid: {', '.join(table)}, {', '.join(sets)}")
         if it not in out:
             out.append(it)
     if not out:
-        raise BenchError(f"no methods given; valid: {', '.join(METHODS)}")
+        raise BenchError(f"no methods given; valid: {', '.join(table)}")
     return out
 
 
@@ -126,65 +116,68 @@ def grid_for(tokens: int) -> tuple[int, int] | None:
     return best
 
 
+_RUN = run_defaults()
+_GROUP = GROUP_DEFAULTS
+#: the Settings fields that are RunSpec fields (sent with every run)
+RUNTIME_KNOBS = (
+    "device", "intra_op_threads", "opt_level", "warmup", "min_runs", "max_runs", "min_time_s",
+    "max_time_s", "profile", "profile_runs", "seed", "tries", "stability_tolerance",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Settings:
-    device: str = "cpu"
-    threads: int = 0  # intra-op threads; 0 = ORT default
-    opt_level: str = "all"
-    warmup: int = 3
-    min_runs: int = 10
-    max_runs: int = 1000
-    min_time_s: float = 1.0
-    max_time_s: float = 10.0
-    profile: bool = False
-    profile_runs: int = 3
-    # the isolated pass gives latency as deployed and peak memory, never a ratio: one try
-    isolated_tries: int = 1
-    opset: int = 17
-    seed: int = 0
-    # the stability rule (isolated runs and paired groups): up to `tries` tries until two
-    # consecutive tries' medians agree within `tolerance`
-    tries: int = 3
-    tolerance: float = 0.05
-    # the paired pass: all methods of a shape in one process, interleaved rounds per try
+    """What shapes a bench's measurements, host side. One name and one default per knob: the
+    runtime knobs are the device runtime's ``RunSpec`` fields under their names, with its defaults
+    (``edgeattn.runtime.measure.run_defaults``); the paired-group knobs are ``pair_`` + the group's
+    field, with its defaults (``edgeattn.runtime.paired.GROUP_DEFAULTS``). Documented there once."""
+
+    # the runtime's knobs (RunSpec): the isolated pass, one process per method
+    device: str = _RUN["device"]
+    intra_op_threads: int = _RUN["intra_op_threads"]  # 0 = ORT's default
+    opt_level: str = _RUN["opt_level"]
+    warmup: int = _RUN["warmup"]
+    min_runs: int = _RUN["min_runs"]
+    max_runs: int = _RUN["max_runs"]
+    min_time_s: float = _RUN["min_time_s"]
+    max_time_s: float = _RUN["max_time_s"]
+    profile: bool = _RUN["profile"]
+    profile_runs: int = _RUN["profile_runs"]
+    seed: int = _RUN["seed"]
+    tries: int = _RUN["tries"]  # isolated: latency as deployed and peak memory, never a ratio
+    # the stability rule's tolerance, for the isolated tries and the paired groups alike
+    stability_tolerance: float = _RUN["stability_tolerance"]
+    opset: int = OPSET
+    # the paired pass: all methods of a shape in one process, interleaved rounds per try; two
+    # agreeing tries of >= pair_min_rounds rounds, then more rounds only while the widest ratio
+    # interval is wider than ±pair_target_halfwidth and pair_budget_s is not spent
     paired: bool = True
-    # adaptive: two agreeing tries of >= pair_min_rounds rounds, then more rounds only while the
-    # widest ratio interval is wider than ±pair_target_halfwidth and pair_budget_s is not spent
-    pair_min_rounds: int = 10
-    pair_max_rounds: int = 1000
-    pair_min_time_s: float = 2.0
-    pair_max_time_s: float = 15.0
-    pair_target_halfwidth: float = 0.02
-    pair_budget_s: float = 40.0
-    pair_profile: bool = True  # profile the fixed-order softmax / SimA pair for the op table
-    # profiled runs per member for the op table: 9 gives a 95 % interval of the median that
-    # leaves out the slowest and the fastest run (a one-off stall cannot set its width)
-    pair_profile_runs: int = 9
+    pair_min_rounds: int = _GROUP["min_rounds"]
+    pair_max_rounds: int = _GROUP["max_rounds"]
+    pair_min_time_s: float = _GROUP["min_time_s"]
+    pair_max_time_s: float = _GROUP["max_time_s"]
+    pair_tries: int = _GROUP["tries"]
+    pair_target_halfwidth: float = _GROUP["target_halfwidth"]
+    pair_budget_s: float = _GROUP["budget_s"]
+    pair_profile: bool = True  # profile the table's profiled pair for the op-level table
+    pair_profile_runs: int = _GROUP["profile_runs"]
 
     def __post_init__(self) -> None:
-        if not isinstance(self.tries, int) or self.tries < 1:
-            raise BenchError(f"--tries {self.tries!r} must be an integer >= 1 (e.g. 3)")
+        for name in ("tries", "pair_tries"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                flag = "--tries" if name == "pair_tries" else name
+                raise BenchError(f"{flag} {v!r} must be an integer >= 1 (e.g. 3)")
         if not self.pair_min_time_s > 0:
             raise BenchError(f"--pair-time {self.pair_min_time_s!r} must be > 0 seconds (e.g. 2)")
-        if not 0 < self.tolerance < 1:
-            raise BenchError(f"tolerance {self.tolerance!r} must be in (0, 1), e.g. 0.05")
+        if not 0 < self.stability_tolerance < 1:
+            raise BenchError(
+                f"stability_tolerance {self.stability_tolerance!r} must be in (0, 1), e.g. 0.05"
+            )
 
     def runtime_fields(self) -> dict[str, Any]:
-        return {
-            "device": self.device,
-            "intra_op_threads": self.threads,
-            "opt_level": self.opt_level,
-            "warmup": self.warmup,
-            "min_runs": self.min_runs,
-            "max_runs": self.max_runs,
-            "min_time_s": self.min_time_s,
-            "max_time_s": self.max_time_s,
-            "profile": self.profile,
-            "profile_runs": self.profile_runs,
-            "seed": self.seed,
-            "tries": self.isolated_tries,
-            "stability_tolerance": self.tolerance,
-        }
+        """The runtime knobs, as a ``RunSpec`` spells them (the same names)."""
+        return {k: getattr(self, k) for k in RUNTIME_KNOBS}
 
 
 @dataclass
@@ -216,7 +209,7 @@ class Job:
     def overrides(self) -> dict[str, Any]:
         ov = dict(self.method.overrides)
         ov.update(self.extra)
-        if self.method.model.startswith("block_soft"):
+        if self.method.needs_grid:
             g = grid_for(self.shape.tokens)
             if g is None:
                 raise BenchError(
@@ -249,24 +242,15 @@ def prepare(
     for job in jobs:
         s = job.shape
         ov = job.overrides()
-        order = ov.pop("order", "auto") if job.method.model == "block_sima" else "auto"
+        order = ov.pop("order", "auto")  # a method with an evaluation order names it here
         crossover = ov.pop("crossover", None)
         if on_progress:
             on_progress(f"export {job.id}")
-        if job.method.model in GRAPH_METHODS:  # built here, not exported: float32 only
-            from edgeattn.bench import floor, ops
-
-            kind = job.method.model
+        if job.method.is_graph:  # built here, not exported: float32 only
             if job.precision != "fp32":
-                what = "pure-op" if kind in OP_METHODS else "matmul-floor"
-                raise BenchError(f"{job.method.key} is a {what} graph: float32 only")
-            if kind in OP_METHODS:
-                job.onnx_path = ops.export(kind, s.batch, s.heads, s.tokens, settings.opset, cache)
-            else:
-                job.onnx_path = floor.export(
-                    kind, s.batch, s.tokens, s.dim, s.heads, settings.opset, cache
-                )
-                macs = floor.macs(kind, s.batch, s.tokens, s.dim, s.heads)
+                raise BenchError(f"{job.method.key} is a {job.method.kind} graph: float32 only")
+            job.onnx_path, macs = job.method.build(job.method, s, settings.opset, cache)
+            if macs is not None:
                 job.cost = {"gflops": macs / 1e9, "newton_gflops": 0.0, "counted": "matmul"}
             job.spec, job.audit = {"opset": settings.opset}, {}
             done.append(job)
@@ -283,6 +267,7 @@ def prepare(
             overrides=ov or None,
             cache_dir=cache,
             precision=job.precision,
+            keep_fp32=(job.method.keep_fp32 or {}).get(job.precision),
             allow_degraded=True,  # measured and marked (meta.precision_info), not dropped
         )
         job.onnx_path = Path(res.path)
@@ -304,7 +289,7 @@ def _block_cost(
     s = job.shape
     name = job.method.model  # block_msa_fused is a registered block too (the same FLOPs)
     ov = dict(overrides, tokens=s.tokens, dim=s.dim, heads=s.heads)
-    if job.method.model == "block_sima":
+    if "order" in job.method.overrides:
         ov["order"] = order
         if crossover is not None:
             ov["crossover"] = crossover
@@ -324,9 +309,7 @@ def job_meta(job: Job) -> dict[str, Any]:
         "method": job.method.key,
         "label": job.method.label,
         "normaliser": job.method.normaliser,
-        "order_policy": job.method.overrides.get(
-            "order", "auto" if job.method.key == "sima" else None
-        ),
+        "order_policy": job.method.order_policy or job.method.overrides.get("order"),
         "order": order.get("resolved"),
         "tokens": s.tokens,
         "dim": s.dim,
@@ -361,10 +344,10 @@ def _precision_meta(job: Job) -> dict[str, Any]:
 def job_run_spec(job: Job, settings: Settings, model_ref: str | None = None) -> dict[str, Any]:
     assert job.onnx_path is not None
     s = job.shape
-    if job.method.model in FLOOR_METHODS:
+    if job.method.kind == "floor":
         inputs = {}  # static shapes, several inputs: the graph says them all
-    elif job.method.model in OP_METHODS:
-        inputs = {"x": [s.batch, s.heads, s.tokens, s.tokens]}
+    elif job.method.kind == "op":
+        inputs = _methods.op_inputs(s)
     else:
         inputs = {"x": [s.batch, s.tokens, s.dim]}
     return {

@@ -11,8 +11,13 @@ from typing import Annotated, Any
 
 import typer
 
+from edgeattn.bench.core import Settings
 from edgeattn.cli import options as opts
+from edgeattn.defaults import OPSET
 from edgeattn.errors import EXIT_INTERRUPTED, EXIT_RUN_FAILED, EXIT_TERMINATED
+
+#: the one default of each measurement knob (``Settings``: the runtime's and the paired group's)
+DEFAULTS = Settings()
 
 
 def _console() -> Any:
@@ -67,6 +72,7 @@ BENCH_EXAMPLES = opts.examples(
 )
 
 
+@opts.remote_options()
 def bench(
     device: opts.Device = "cpu",
     tokens: Annotated[int, typer.Option("--tokens", "-n", metavar="N", help="Tokens N.")] = 4096,
@@ -76,32 +82,21 @@ def bench(
     ] = 6,
     batch: Annotated[int, typer.Option("--batch", metavar="B", help="Batch size.")] = 1,
     methods: opts.Methods = None,
-    threads: opts.Threads = 0,
+    threads: opts.Threads = DEFAULTS.intra_op_threads,
     out: opts.RecordsOut = None,
     resume: opts.Resume = False,
     plot: opts.Plot = None,
-    warmup: opts.Warmup = 3,
-    min_runs: opts.MinRuns = 10,
-    min_time: opts.MinTime = 0.5,
-    max_time: opts.MaxTime = 10.0,
+    warmup: opts.Warmup = DEFAULTS.warmup,
+    min_runs: opts.MinRuns = DEFAULTS.min_runs,
+    min_time: opts.MinTime = DEFAULTS.min_time_s,
+    max_time: opts.MaxTime = DEFAULTS.max_time_s,
     profile: Annotated[
         bool, opts.flag("--profile/--no-profile", help="Add a profiled pass (per-op breakdown).")
     ] = False,
     opt_level: opts.OptLevel = "all",
-    opset: opts.Opset = 17,
+    opset: opts.Opset = OPSET,
     host: opts.HostOpt = None,
-    ssh_option: opts.SshOption = None,
-    identity: opts.Identity = None,
-    ssh_config: opts.SshConfig = None,
-    remote_python: opts.RemotePython = None,
-    accept_new_host_key: opts.AcceptNewHostKey = False,
-    inventory: opts.Inventory = None,
-    group: opts.Group = None,
-    remote_dir: opts.RemoteDir = None,
-    remote_cache: opts.RemoteCache = None,
-    keep_remote: opts.KeepRemote = False,
-    connect_timeout: opts.ConnectTimeout = 10.0,
-    timeout: opts.Timeout = None,
+    remote: opts.RemoteOptions = opts.RemoteOptions(),
     quiet: opts.Quiet = False,
     as_json: Annotated[
         bool, opts.flag("--json", help="Print the summary as JSON instead of tables.")
@@ -115,11 +110,11 @@ def bench(
             help="Also time all methods interleaved in one process; the ratios come from there.",
         ),
     ] = True,
-    tries: opts.Tries = 3,
+    tries: opts.Tries = DEFAULTS.pair_tries,
     ops: Annotated[
         bool, opts.flag("--ops", help="Add the pure-op micro-bench: Softmax vs l1 over (B,h,N,N).")
     ] = False,
-    pair_time: opts.PairTime = 2.0,
+    pair_time: opts.PairTime = DEFAULTS.pair_min_time_s,
     precision: Annotated[
         str,
         typer.Option(
@@ -131,22 +126,22 @@ def bench(
     ] = "fp32",
 ) -> None:
     """Exp vs l1: time single attention blocks (softmax, SimA at fixed and dynamic order, SOFT, XCA, ORT fused softmax)."""
+    # Long because of its option list (typer reads the signature); the body is parse, one library
+    # call, print.
     from edgeattn.bench import core, preflight, run
     from edgeattn.cli.console import progress
 
     con = _console()
     shape = core.Shape(tokens, dim, heads, batch)
     st = run.settings(
-        device=device, threads=threads, warmup=warmup, min_runs=min_runs, min_time_s=min_time,
+        device=device, intra_op_threads=threads, warmup=warmup, min_runs=min_runs, min_time_s=min_time,
         max_time_s=max_time, profile=profile, opt_level=opt_level, opset=opset, paired=paired,
-        tries=tries, pair_min_time_s=pair_time, pair_max_time_s=max(15.0, 4 * pair_time),
+        pair_tries=tries, pair_min_time_s=pair_time,
+        pair_max_time_s=max(DEFAULTS.pair_max_time_s, 4 * pair_time),
     )  # fmt: skip
-    remote = None
-    if host or inventory is not None or group is not None:
-        remote = _remote(
-            host, inventory, group, ssh_config, ssh_option, identity, accept_new_host_key,
-            connect_timeout, timeout, remote_python, remote_dir, remote_cache, keep_remote, quiet,
-        )  # fmt: skip
+    on_hosts = None
+    if host or remote.inventory is not None or remote.group is not None:
+        on_hosts = _remote(host, remote, quiet)
     with (
         preflight.appending_anyway(force),
         interruptible("bench") as kept,
@@ -154,7 +149,7 @@ def bench(
     ):
         res = run.run_bench(
             shape, st, methods=methods, precision=precision, ops=ops, out=out, resume=resume,
-            plot=plot, remote=remote, memory_guard=not no_memory_guard, on_progress=step,
+            plot=plot, remote=on_hosts, memory_guard=not no_memory_guard, on_progress=step,
             on_warning=_warn(con), kept=kept,
         )  # fmt: skip
     if as_json:
@@ -170,17 +165,14 @@ def bench(
     _exit_on_failures(res.records)
 
 
-def _remote(hosts, inventory, group, ssh_config, ssh_option, identity, accept_new, connect_timeout,
-            timeout, remote_python, remote_dir, remote_cache, keep_remote, quiet) -> Any:  # fmt: skip
-    """``bench.run.Remote`` from the SSH options (the same set ``remote run`` takes)."""
+def _remote(hosts: list[str] | None, remote: opts.RemoteOptions, quiet: bool) -> Any:
+    """``bench.run.Remote`` from ``--host`` and the SSH options (the set ``remote run`` takes)."""
     from edgeattn.bench.run import Remote
-    from edgeattn.targets import resolve_hosts, ssh_options
 
-    t = resolve_hosts(hosts, inventory, group, ssh_config)
-    ssh = ssh_options(ssh_option, identity, t.ssh_config, accept_new, connect_timeout, timeout)
+    t = remote.targets(hosts)
     return Remote(
-        t.hosts, ssh, remote_python or ({h: t.python[h] for h in t.hosts if h in t.python} or None),
-        remote_dir, remote_cache, keep_remote, quiet,
+        t.hosts, remote.ssh(t), remote.python_for(t), remote.remote_dir, remote.remote_cache,
+        remote.keep_remote, quiet,
     )  # fmt: skip
 
 
@@ -278,7 +270,7 @@ def sweep(
         ),
     ] = None,
     device: opts.Device = "cpu",
-    threads: opts.Threads = 0,
+    threads: opts.Threads = DEFAULTS.intra_op_threads,
     out: opts.RecordsOut = None,
     resume: opts.Resume = False,
     plot: opts.Plot = None,
@@ -293,21 +285,23 @@ def sweep(
     min_time: opts.MinTime = 0.3,
     max_time: opts.MaxTime = 5.0,
     min_runs: opts.MinRuns = 5,
-    opset: opts.Opset = 17,
+    opset: opts.Opset = OPSET,
     pair_time: opts.PairTime = 1.0,
-    tries: opts.Tries = 3,
+    tries: opts.Tries = DEFAULTS.pair_tries,
     no_memory_guard: opts.NoMemoryGuard = False,
     force: opts.ForceOut = False,
 ) -> None:
     """Grids over tokens and channels, and the measured crossover where Q(KᵀV) beats (QKᵀ)V."""
+    # Long because of its option list (typer reads the signature); the body is parse, one library
+    # call, print.
     from edgeattn.bench import preflight, run
     from edgeattn.bench import sweep as sw
     from edgeattn.cli.console import progress
 
     con = _console()
     st = run.settings(
-        device=device, threads=threads, min_time_s=min_time, max_time_s=max_time,
-        min_runs=min_runs, warmup=2, opset=opset, tries=tries, pair_min_time_s=pair_time,
+        device=device, intra_op_threads=threads, min_time_s=min_time, max_time_s=max_time,
+        min_runs=min_runs, opset=opset, pair_tries=tries, pair_min_time_s=pair_time,
         pair_max_time_s=max(10.0, 4 * pair_time),
     )  # fmt: skip
     plan = sw.plan_sweep(
@@ -373,7 +367,7 @@ def profile_cmd(
     ],
     img_size: opts.ImgSize = None,
     device: opts.Device = "cpu",
-    threads: opts.Threads = 0,
+    threads: opts.Threads = DEFAULTS.intra_op_threads,
     runs: Annotated[
         int, typer.Option("--runs", metavar="N", help="Profiled runs (node times are averaged).")
     ] = 10,
@@ -392,7 +386,7 @@ def profile_cmd(
         ),
     ] = "all",
     out: opts.RecordsOut = None,
-    opset: opts.Opset = 17,
+    opset: opts.Opset = OPSET,
     set_: opts.Set = None,
     force: opts.ForceOut = False,
     no_memory_guard: opts.NoMemoryGuard = False,
@@ -406,8 +400,8 @@ def profile_cmd(
     con = _console()
     overrides = parse_set(set_)
     st = run.settings(
-        device=device, threads=threads, min_time_s=min_time, profile=True, profile_runs=runs,
-        opset=opset, warmup=3, opt_level=opt_level,
+        device=device, intra_op_threads=threads, min_time_s=min_time, profile=True, profile_runs=runs,
+        opset=opset, opt_level=opt_level,
     )  # fmt: skip
     with interruptible("profile") as kept, progress(con, f"profile {target}") as step:
         rec, out = run.run_profile(
@@ -449,6 +443,15 @@ def report_cmd(
             "complete, partial and edited runs apart: FILE:LINE: field: problem; exit 1 on any.",
         ),
     ] = False,
+    html_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            metavar="FILE",
+            help="Also write one self-contained HTML page (device cards, ratios with intervals, "
+            "sweeps, op table, profiles, precision, run integrity); works offline.",
+        ),
+    ] = None,
 ) -> None:
     """Tables (and plots) from records: devices or runs side by side."""
     if check:
@@ -481,6 +484,10 @@ def report_cmd(
         from edgeattn.bench.plot import plot_records
 
         con.print(f"plot: {plot_records(records, plot)}")
+    if html_out:
+        from edgeattn.bench.html import write_page
+
+        con.print(f"html: {write_page(records, files, html_out)}")
 
 
 # -------------------------------------------------------------------------------------------- env

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from edgeattn.cli import options as opts
+from edgeattn.defaults import OPSET
 from edgeattn.overrides import parse_set  # the one --set parser (kept importable from here)
 
 EXPORT_EXAMPLES = opts.examples(
@@ -41,7 +42,7 @@ def check_overwrite(output: str) -> None:
 
 def export_cmd(
     name: str = typer.Argument(..., help="Registered model (see `edgeattn list`)."),
-    opset: int = typer.Option(17, "--opset", help="Exact ONNX opset of the file (13..23)."),
+    opset: int = typer.Option(OPSET, "--opset", help="Exact ONNX opset of the file (13..23)."),
     img_size: int = typer.Option(
         None, "--img-size", help="Image side for nets (default: the model's)."
     ),
@@ -118,6 +119,8 @@ def export_cmd(
     asked) in the current directory, or -o FILE, and beside it FILE.json: the sidecar with
     the export spec, versions, op audit, verification figures and stage timings.
     """
+    # Long because of its option list (typer reads the signature) and the summary it prints; one
+    # library call.
     from edgeattn.cli.console import console, progress
     from edgeattn.export.onnx import export_onnx
 

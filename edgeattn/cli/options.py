@@ -2,15 +2,24 @@
 ``--device``, the SSH options and ``--set`` read and behave the same everywhere.
 
 A command declares ``out: opts.RecordsOut = None``; the default stays in its own signature. Flags
-get ``metavar=""`` so the help shows no ``<bool>``.
+get ``metavar=""`` so the help shows no ``<bool>``. The SSH/host options are one object,
+:class:`RemoteOptions`, that a command takes whole (``@remote_options()``, ``remote: RemoteOptions``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 DEVICE_HELP = (
     "Execution provider: cpu, cuda, tensorrt, coreml, xnnpack, openvino, ... (must be available)."
@@ -98,16 +107,20 @@ NoMemoryGuard = Annotated[
     bool,
     flag("--no-memory-guard", help="Measure even what looks too big for the memory here."),
 ]
+
+
+def _method_help() -> str:
+    from edgeattn.bench.methods import help_text  # the method table (light: no torch, no onnx)
+
+    return help_text()
+
+
 Methods = Annotated[
     str | None,
     typer.Option(
         "--methods",
         metavar="LIST",
-        help=(
-            "Comma list: softmax, softmax_fused, sima_qk, sima_kv, sima, soft, xca, all; ops "
-            "(Softmax vs l1 alone); floors (floor_qk, floor_kv, floor_soft: each block's matmuls "
-            "alone, for block / floor ratios)."
-        ),
+        help=_method_help(),
     ),
 ]
 Set = Annotated[
@@ -213,6 +226,86 @@ Timeout = Annotated[
     ),
 ]
 Quiet = Annotated[bool, flag("--quiet", help="No progress lines (the devices' included).")]
+
+
+@dataclass(frozen=True)
+class RemoteOptions:
+    """How to reach the devices: the SSH/host options of ``bench --host`` and ``remote
+    check|setup|run``, declared once. Each field is one option (its annotation says which, its
+    default is the option's); a command takes them with :func:`remote_options` and receives them
+    whole. A new SSH option is one field here and its word in :meth:`ssh`."""
+
+    inventory: Inventory = None
+    group: Group = None
+    ssh_option: SshOption = None
+    identity: Identity = None
+    ssh_config: SshConfig = None
+    accept_new_host_key: AcceptNewHostKey = False
+    remote_python: RemotePython = None
+    remote_dir: RemoteDir = None
+    remote_cache: RemoteCache = None
+    keep_remote: KeepRemote = False
+    connect_timeout: ConnectTimeout = 10.0
+    timeout: Timeout = None
+
+    def targets(self, hosts: Sequence[str] | None) -> Any:
+        """``edgeattn.targets.Targets``: ``hosts`` and those of ``--inventory`` (``--hosts``)."""
+        from edgeattn.targets import resolve_hosts
+
+        return resolve_hosts(hosts, self.inventory, self.group, self.ssh_config)
+
+    def ssh(self, targets: Any = None) -> Any:
+        """``edgeattn.remote.SSHOptions``; with ``targets``, their ssh_config (an Ansible
+        inventory's generated one includes ``--ssh-config``)."""
+        from edgeattn.remote.ssh import SSHOptions
+
+        config = targets.ssh_config if targets is not None else self.ssh_config
+        return SSHOptions(
+            ssh_config=str(config) if config else None,
+            identity=str(self.identity) if self.identity else None,
+            options=tuple(self.ssh_option or ()),
+            accept_new_host_key=self.accept_new_host_key,
+            connect_timeout=self.connect_timeout,
+            timeout=self.timeout,
+        )
+
+    def python_for(self, targets: Any) -> Any:
+        """The device python: ``--remote-python``, else each host's from the inventory, else None."""
+        return self.remote_python or (
+            {h: targets.python[h] for h in targets.hosts if h in targets.python} or None
+        )
+
+
+def remote_options(*, without: Sequence[str] = ()) -> Callable[[F], F]:
+    """Give a command the :class:`RemoteOptions` (less ``without``) in place of its ``remote``
+    parameter, and hand them to it whole as ``remote``. Typer reads the command's signature: the
+    options are listed where ``remote`` stands, in the order of the fields."""
+    fields = {f.name: f for f in dataclasses.fields(RemoteOptions) if f.name not in without}
+    hints = typing.get_type_hints(RemoteOptions, include_extras=True)
+    shown = [
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[n])
+        for n, f in fields.items()
+    ]
+
+    def wrap(fn: F) -> F:
+        sig = inspect.signature(fn, eval_str=True)
+        params = []
+        for p in sig.parameters.values():
+            if p.name == "remote":
+                params += shown
+            else:
+                params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            given = {n: kwargs.pop(n) for n in fields if n in kwargs}
+            return fn(remote=RemoteOptions(**given), **kwargs)
+
+        command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command  # type: ignore[return-value]
+
+    return wrap
 
 
 def examples(*lines: str) -> str:

@@ -64,33 +64,26 @@ CHECK_EXAMPLES = opts.examples(
     epilog=CHECK_EXAMPLES,
     short_help="Preflight: python, numpy, onnxruntime, CPU, disk; fixes.",
 )
+@opts.remote_options(without=("remote_dir", "keep_remote"))
 def check_cmd(
+    remote: opts.RemoteOptions = opts.RemoteOptions(),
     hosts: opts.Hosts = None,
-    inventory: opts.Inventory = None,
-    group: opts.Group = None,
-    ssh_option: opts.SshOption = None,
-    identity: opts.Identity = None,
-    ssh_config: opts.SshConfig = None,
-    accept_new_host_key: opts.AcceptNewHostKey = False,
-    remote_python: opts.RemotePython = None,
-    remote_cache: opts.RemoteCache = None,
-    connect_timeout: opts.ConnectTimeout = 10.0,
-    timeout: opts.Timeout = None,
     as_json: Annotated[bool, opts.flag("--json", help="Print the reports as JSON.")] = False,
 ) -> None:
     """Preflight: reachable? python, numpy, onnxruntime, providers, CPU, disk; how to fix gaps."""
     import json
 
     from edgeattn.cli.console import console
-    from edgeattn.targets import check_all, resolve_hosts, ssh_options
+    from edgeattn.targets import check_all
 
-    t = resolve_hosts(hosts, inventory, group, ssh_config)
-    ssh = ssh_options(
-        ssh_option, identity, t.ssh_config, accept_new_host_key, connect_timeout, timeout
-    )
+    t = remote.targets(hosts)
     progress = _Progress(len(t.hosts) > 1)
     reports = check_all(
-        t, ssh, remote_python=remote_python, remote_cache=remote_cache, on_progress=progress
+        t,
+        remote.ssh(t),
+        remote_python=remote.remote_python,
+        remote_cache=remote.remote_cache,
+        on_progress=progress,
     )
     if as_json:
         print(json.dumps(reports, indent=1, default=str))
@@ -155,12 +148,10 @@ SETUP_EXAMPLES = opts.examples(
 @remote_app.command(
     "setup", epilog=SETUP_EXAMPLES, short_help="A venv with numpy and onnxruntime on the device."
 )
+@opts.remote_options(without=("inventory", "group", "remote_python", "remote_dir", "keep_remote"))
 def setup_cmd(
     host: Annotated[str, typer.Argument(metavar="HOST", help="The device.")],
-    ssh_option: opts.SshOption = None,
-    identity: opts.Identity = None,
-    ssh_config: opts.SshConfig = None,
-    accept_new_host_key: opts.AcceptNewHostKey = False,
+    remote: opts.RemoteOptions = opts.RemoteOptions(),
     remote_python: Annotated[
         str | None,
         typer.Option(
@@ -205,31 +196,25 @@ def setup_cmd(
             help="Pin numpy and onnxruntime to this host's versions (a --package naming one wins).",
         ),
     ] = False,
-    remote_cache: opts.RemoteCache = None,
-    connect_timeout: opts.ConnectTimeout = 10.0,
-    timeout: opts.Timeout = None,
 ) -> None:
     """Create a venv on the device and pip install numpy and onnxruntime into it (atomically:
     it replaces the old one only once both import; a failure changes nothing)."""
+    # Long for its own options, declared in the signature where typer reads them; the body is short.
     from edgeattn.cli.console import console
-    from edgeattn.remote.deploy import remote_setup
+    from edgeattn.remote.setup import remote_setup
     from edgeattn.signals import sigterm_as_interrupt
-    from edgeattn.targets import ssh_options
 
-    ssh = ssh_options(
-        ssh_option, identity, ssh_config, accept_new_host_key, connect_timeout, timeout
-    )
     with sigterm_as_interrupt():
         report = remote_setup(
             host,
-            ssh=ssh,
+            ssh=remote.ssh(),
             python=remote_python,
             venv=venv,
             upgrade_pip=upgrade_pip,
             packages=list(package or ()) or (() if match_host else ("numpy", "onnxruntime")),
             pip_args=list(pip_arg or ()),
             match_host=match_host,
-            remote_cache=remote_cache,
+            remote_cache=remote.remote_cache,
             on_progress=_Progress(False),
         )
     con = console()
@@ -258,6 +243,7 @@ RUN_EXAMPLES = opts.examples(
 @remote_app.command(
     "run", epilog=RUN_EXAMPLES, short_help="Measure a ready spec on one or more devices."
 )
+@opts.remote_options()
 def run_cmd(
     spec: Annotated[
         Path,
@@ -270,38 +256,24 @@ def run_cmd(
     ],
     hosts: opts.Hosts = None,
     out: opts.RecordsOut = None,
-    inventory: opts.Inventory = None,
-    group: opts.Group = None,
-    ssh_option: opts.SshOption = None,
-    identity: opts.Identity = None,
-    ssh_config: opts.SshConfig = None,
-    accept_new_host_key: opts.AcceptNewHostKey = False,
-    remote_python: opts.RemotePython = None,
-    remote_dir: opts.RemoteDir = None,
-    remote_cache: opts.RemoteCache = None,
-    keep_remote: opts.KeepRemote = False,
-    connect_timeout: opts.ConnectTimeout = 10.0,
-    timeout: opts.Timeout = None,
+    remote: opts.RemoteOptions = opts.RemoteOptions(),
     quiet: opts.Quiet = False,
 ) -> None:
     """Measure a ready spec and its .onnx files on one or more devices (in parallel)."""
     from edgeattn.bench.run import default_out
     from edgeattn.cli.console import console
-    from edgeattn.targets import resolve_hosts, run_spec, ssh_options
+    from edgeattn.targets import run_spec
 
     check_spec_file(spec)  # here, before any host is resolved or contacted
-    t = resolve_hosts(hosts, inventory, group, ssh_config)
-    ssh = ssh_options(
-        ssh_option, identity, t.ssh_config, accept_new_host_key, connect_timeout, timeout
-    )
+    t = remote.targets(hosts)
     out = out or default_out("remote")
     from edgeattn.bench import integrity
 
     with integrity.run(out, "remote run"):  # the records' run id, and run_end if all hosts ran
         outcomes = run_spec(
-            t, spec, ssh, out=out, remote_python=remote_python, remote_dir=remote_dir,
-            remote_cache=remote_cache, keep_remote=keep_remote,
-            on_progress=_Progress(len(t.hosts) > 1, quiet),
+            t, spec, remote.ssh(t), out=out, remote_python=remote.remote_python,
+            remote_dir=remote.remote_dir, remote_cache=remote.remote_cache,
+            keep_remote=remote.keep_remote, on_progress=_Progress(len(t.hosts) > 1, quiet),
         )  # fmt: skip
     failed_runs = _print_run(console(), outcomes, out)
     errors = [o for o in outcomes if o.result is None]
@@ -318,7 +290,7 @@ def check_spec_file(spec: Path) -> None:
     """``--spec``: a JSON file the device runtime accepts (its fields, types, ids and paired
     groups: the runtime's own checks, run here), with every model file present and, unless
     absolute, inside the spec's folder. ``RemoteError`` naming the file and the bad value."""
-    from edgeattn.remote.deploy import prepare_spec
+    from edgeattn.remote.spec import prepare_spec
     from edgeattn.targets import load_spec
 
     p = Path(spec)

@@ -3,8 +3,7 @@ torch, onnx or onnxruntime; the names below load their module on first use."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from edgeattn import lazy_names
 
 _LAZY = {
     "export_onnx": ("edgeattn.export.onnx", "export_onnx"),
@@ -19,15 +18,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    try:
-        module, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'edgeattn.export' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

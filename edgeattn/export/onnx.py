@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeattn.defaults import OPSET
 from edgeattn.errors import ExportError
 from edgeattn.export.build import build_model, probe
 from edgeattn.export.exporters import (  # noqa: F401 - re-exported: tests patch them here
@@ -85,7 +86,7 @@ from edgeattn.export.util import SEED, randn
 def export_onnx(
     model_or_name: Any,
     *,
-    opset: int = 17,
+    opset: int = OPSET,
     img_size: int | tuple[int, int] | None = None,
     tokens: int | None = None,
     dim: int | None = None,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeattn.defaults import OPSET
 from edgeattn.errors import CheckpointError, ExportError, ModelError
 from edgeattn.export.sidecar import check_writable_dir
 from edgeattn.export.util import jsonable, sha256_file
@@ -34,7 +35,7 @@ def check_opset(opset: object) -> int:
             f"opset {opset} is not supported: edgeattn exports opsets {MIN_OPSET}..{MAX_OPSET} "
             f"(TorchScript exporter {MIN_OPSET}..{TORCHSCRIPT_MAX_OPSET}, dynamo exporter "
             f"{DYNAMO_MIN_OPSET}..{MAX_OPSET})",
-            hint="opset 17 is the default and runs on every ONNX Runtime >= 1.14",
+            hint=f"opset {OPSET} is the default and runs on every ONNX Runtime >= 1.14",
         )
     return opset
 
@@ -83,7 +84,7 @@ class Request:
     """The arguments of ``export_onnx``, validated (see its docstring for each)."""
 
     target: Any
-    opset: int = 17
+    opset: int = OPSET
     img_hw: tuple[int, int] | None = None
     tokens: int | None = None
     dim: int | None = None

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from edgeattn.errors import ExportError
-from edgeattn.export.precision_groups import _producers, _sima_l1_in
+from edgeattn.export.precision_groups import producers, sima_l1_in
 
 #: Seeds of the calibration inputs and of the verification batch (different on purpose: a
 #: quantiser calibrated on the very inputs it is checked on would look better than it is).
@@ -128,11 +128,11 @@ def _fp16_floor_l1(model: onnx.ModelProto) -> int:
     prod: dict[str, onnx.NodeProto] = {}
     inits: dict[str, onnx.TensorProto] = {}
     for g in graphs:  # outer-scope names are visible inside If branches
-        prod.update(_producers(g))
+        prod.update(producers(g))
         inits.update({t.name: t for t in g.initializer})
     count = 0
     for g in graphs:
-        l1 = set(_sima_l1_in(g))
+        l1 = set(sima_l1_in(g))
         for n in g.node:
             if n.name not in l1 or n.op_type != "Clip" or len(n.input) < 2 or not n.input[1]:
                 continue

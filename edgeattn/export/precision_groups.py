@@ -16,7 +16,8 @@ import onnx
 from edgeattn.errors import ExportError
 
 
-def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    """{tensor name: the node that outputs it}."""
     return {o: n for n in graph.node for o in n.output if o}
 
 
@@ -41,7 +42,7 @@ def group_sima_l1(model: onnx.ModelProto) -> list[str]:
 
     names: list[str] = []
     for g in iter_graphs(model.graph):
-        names += _sima_l1_in(g)
+        names += sima_l1_in(g)
     return names
 
 
@@ -59,8 +60,10 @@ def _token_sum(node: onnx.NodeProto | None, prod: dict[str, onnx.NodeProto]) -> 
     return ab.name if ab is not None and ab.op_type == "Abs" else None
 
 
-def _sima_l1_in(g: onnx.GraphProto) -> list[str]:
-    prod = _producers(g)
+def sima_l1_in(g: onnx.GraphProto) -> list[str]:
+    """Node names of SimA's l1 normalisations in graph ``g`` (one level, no subgraphs): each
+    Abs, token sum and Clip of a norm, and the reshapes and divisions that use it."""
+    prod = producers(g)
     cons = _consumers(g)
     names: list[str] = []
     for clip in g.node:
@@ -119,7 +122,7 @@ def group_soft_newton(model: onnx.ModelProto) -> list[str]:
     depends on K2 but not on the token kernel K1: the step size, ``P = K2 + 0.01 I`` and the
     Newton-Raphson iterations (SOFT-Norm: also its ``D^-1/2`` scaling and the halving steps)."""
     g = model.graph
-    prod = _producers(g)
+    prod = producers(g)
     cons = _consumers(g)
     by_scope: dict[str, list[onnx.NodeProto]] = {}
     for n in g.node:
@@ -153,7 +156,7 @@ def group_cls_tail(model: onnx.ModelProto) -> list[str]:
     the patch tokens set; one per-tensor int8 scale for both crushes it, and it is the only
     token the head reads."""
     g = model.graph
-    prod = _producers(g)
+    prod = producers(g)
     cons = _consumers(g)
     inputs = {i.name for i in g.input}
     memo: dict[str, bool] = {}

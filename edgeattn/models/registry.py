@@ -109,6 +109,49 @@ class ExportFacts:
 
 
 @dataclass(frozen=True)
+class ModelCost:
+    """A model's parameters and multiply-adds at its default input, as :mod:`edgeattn.models.cost`
+    counts them (:func:`cached_cost`: from its generated table). ``flops``: multiply-adds without
+    SOFT's pseudo-inverse; ``newton_flops``: those of it."""
+
+    name: str
+    params: int
+    flops: int
+    newton_flops: int
+    input_shape: tuple[int, ...]
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / 1e9
+
+    @property
+    def newton_gflops(self) -> float:
+        return self.newton_flops / 1e9
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "params": self.params,
+            "gflops": round(self.gflops, 4),
+            "newton_gflops": round(self.newton_gflops, 4),
+            "flops": self.flops,
+            "newton_flops": self.newton_flops,
+            "input_shape": list(self.input_shape),
+        }
+
+
+def cached_cost(name: str) -> ModelCost | None:
+    """The figure from the generated table at the default input, or None if it has none."""
+    from edgeattn.models._cost_table import COSTS
+
+    row = COSTS.get(name)
+    if row is None:
+        return None
+    params, flops, newton, shape = row
+    return ModelCost(name, params, flops, newton, tuple(shape))
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     name: str
     fn: Callable[..., Any]
@@ -125,10 +168,8 @@ class ModelEntry:
 
     @property
     def cost(self) -> Any:
-        """Parameters and FLOPs at the default input (:class:`~edgeattn.models.cost.ModelCost`,
-        from the generated table), or None if the table has no row for this model."""
-        from edgeattn.models.cost import cached_cost
-
+        """Parameters and FLOPs at the default input (:class:`ModelCost`, from the generated
+        table), or None if the table has no row for this model."""
         return cached_cost(self.name)
 
 

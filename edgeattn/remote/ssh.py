@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import collections
 import os
-import re
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -34,328 +32,42 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from edgeattn.errors import RemoteError
+from edgeattn.remote.ssh_args import (
+    Host,
+    SSHOptions,
+    parse_host,
+    parse_ssh_option,
+    remote_command,
+    sh_words,
+)
+from edgeattn.remote.ssh_errors import (
+    REMAPPED_255,
+    CommandTimeout,
+    DeviceCommandError,
+    SSHError,
+    classify_ssh_failure,
+    last_line,
+    noise,
+)
 
+# the transport's whole face: its own names and those of the files it is made of
 __all__ = [
+    "REMAPPED_255",
     "CommandTimeout",
     "DeviceCommandError",
     "Host",
+    "Result",
     "SSHConnection",
     "SSHError",
     "SSHOptions",
+    "classify_ssh_failure",
     "parse_host",
     "parse_ssh_option",
     "remote_command",
+    "sh_words",
 ]
 
-# exit status our remote scripts use instead of 255 (which belongs to ssh)
-REMAPPED_255 = 254
 
-
-class SSHError(RemoteError):
-    """ssh itself failed (exit 255): unreachable, refused, auth, host key, timeout, DNS...
-
-    ``kind`` is one of: ``refused``, ``timeout``, ``unreachable``, ``resolve``, ``auth``,
-    ``hostkey``, ``closed``, ``config``, ``ssh``.
-    """
-
-    def __init__(
-        self, message: str, *, kind: str = "ssh", host: str = "", hint: str | None = None
-    ) -> None:
-        super().__init__(message, hint=hint)
-        self.kind = kind
-        self.host = host
-
-
-class DeviceCommandError(RemoteError):
-    """The connection worked but the command on the device failed (non-zero exit)."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        returncode: int | None,
-        stderr_tail: str = "",
-        host: str = "",
-        hint: str | None = None,
-    ) -> None:
-        super().__init__(message, hint=hint)
-        self.returncode = returncode
-        self.stderr_tail = stderr_tail
-        self.host = host
-
-
-class CommandTimeout(DeviceCommandError):
-    """A remote command ran past its timeout; the local ssh was killed (and with it the command)."""
-
-
-# --------------------------------------------------------------------------------------------------
-# host specs
-# --------------------------------------------------------------------------------------------------
-_HOST_RE = re.compile(r"^[A-Za-z0-9_.%:\-]+$")
-_USER_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@\\\-]*$")
-_OPT_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
-
-
-@dataclass(frozen=True)
-class Host:
-    """A parsed host spec. ``host`` may be an ssh-config alias; ssh resolves it."""
-
-    spec: str
-    host: str
-    user: str | None = None
-    port: int | None = None
-
-    @property
-    def label(self) -> str:
-        return self.spec
-
-    def ssh_args(self) -> list[str]:
-        """``-p``/``-l`` options for this host (the host name itself goes after ``--``)."""
-        args: list[str] = []
-        if self.port is not None:
-            args += ["-p", str(self.port)]
-        if self.user is not None:
-            args += ["-l", self.user]
-        return args
-
-
-def _bad_host(spec: str, why: str) -> RemoteError:
-    return RemoteError(
-        f"bad host {spec!r}: {why}",
-        hint="use HOST, USER@HOST, HOST:PORT, USER@HOST:PORT, [IPv6]:PORT or an ssh-config alias",
-    )
-
-
-def parse_host(spec: str | Host) -> Host:
-    """Parse ``user@host``, ``host:port``, ``user@host:port``, ``[::1]:2222``, ``ssh://...`` or an alias.
-
-    Rejects anything that could be read as an option (a leading ``-``), whitespace, control
-    characters and shell metacharacters, with a :class:`RemoteError` naming the problem.
-    """
-    if isinstance(spec, Host):
-        return spec
-    if not isinstance(spec, str) or not spec:
-        raise _bad_host(str(spec), "empty")
-    raw = spec
-    if raw.startswith("-"):
-        raise _bad_host(raw, "a host may not start with '-' (it would be read as an ssh option)")
-    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in raw):
-        raise _bad_host(raw, "whitespace or control characters")
-    rest = raw[len("ssh://") :].rstrip("/") if raw.startswith("ssh://") else raw
-    user: str | None = None
-    if "@" in rest:
-        user, _, rest = rest.rpartition("@")
-        if not user or not _USER_RE.match(user):
-            raise _bad_host(raw, f"bad user name {user!r}")
-    port: int | None = None
-    if rest.startswith("["):
-        end = rest.find("]")
-        if end < 0:
-            raise _bad_host(raw, "unclosed '['")
-        host, tail = rest[1:end], rest[end + 1 :]
-        if tail:
-            if not tail.startswith(":"):
-                raise _bad_host(raw, f"unexpected {tail!r} after ']'")
-            port = _port(raw, tail[1:])
-    elif rest.count(":") == 1:
-        host, p = rest.split(":")
-        port = _port(raw, p)
-    else:  # a name, IPv4, or a bare IPv6 address (several colons: no port)
-        host = rest
-    if not host:
-        raise _bad_host(raw, "no host name")
-    if host.startswith("-"):
-        raise _bad_host(raw, "a host may not start with '-' (it would be read as an ssh option)")
-    if not _HOST_RE.match(host):
-        raise _bad_host(raw, "only letters, digits and . _ - : % are allowed in a host name")
-    return Host(spec=raw, host=host, user=user, port=port)
-
-
-def _port(raw: str, text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise _bad_host(raw, f"bad port {text!r}")
-    return int(text)
-
-
-def parse_ssh_option(text: str) -> tuple[str, str]:
-    """``KEY=VALUE`` (as for ``ssh -o``) -> (key, value); rejects what ssh would misread."""
-    key, sep, value = text.partition("=")
-    key = key.strip()
-    if not sep or not _OPT_KEY_RE.match(key):
-        raise RemoteError(
-            f"bad --ssh-option {text!r}: expected KEY=VALUE", hint="e.g. --ssh-option Port=2222"
-        )
-    if "\n" in value or "\r" in value or "\0" in value:
-        raise RemoteError(f"bad --ssh-option {key}: the value contains a line break")
-    if key.lower() == "batchmode" and value.strip().lower() != "yes":
-        raise RemoteError("BatchMode is always yes: edgeattn never waits on a password prompt")
-    return key, value
-
-
-def remote_command(words: Sequence[str]) -> str:
-    """The string ssh sends to the remote login shell: every word ``shlex.quote``d."""
-    for w in words:
-        if not isinstance(w, str):
-            raise TypeError(f"remote command words must be str, got {type(w).__name__}")
-        if "\0" in w:
-            raise RemoteError("a NUL byte cannot be passed to a remote command")
-    return " ".join(shlex.quote(w) for w in words)
-
-
-def sh_words(script: str, *args: str) -> list[str]:
-    """``sh -c SCRIPT sh ARG...``: a fixed script, user data only as positional arguments."""
-    if "\n" in script:  # some login shells (csh) mishandle a newline inside quotes
-        raise ValueError("remote scripts are kept on one line")
-    return ["sh", "-c", script, "sh", *args]
-
-
-# --------------------------------------------------------------------------------------------------
-# options and error classification
-# --------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SSHOptions:
-    """How to reach the devices. Frozen; validated on construction."""
-
-    ssh_config: str | None = None  # -F
-    identity: str | None = None  # -i
-    options: tuple[str, ...] = ()  # each "KEY=VALUE" -> -o KEY=VALUE
-    accept_new_host_key: bool = False  # StrictHostKeyChecking=accept-new
-    connect_timeout: float = 10.0  # ConnectTimeout (s)
-    timeout: float | None = None  # per remote command (s); None: no limit
-    multiplex: bool = True  # one TCP/auth per host via ControlMaster
-    ssh_bin: str = "ssh"
-    server_alive_interval: int = 15
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "options", tuple(self.options))
-        for o in self.options:
-            parse_ssh_option(o)
-        for name in ("ssh_config", "identity"):
-            v = getattr(self, name)
-            if v is not None:
-                v = os.path.expanduser(str(v))
-                if not os.path.isfile(v):
-                    raise RemoteError(f"--{name.replace('_', '-')} {v}: no such file")
-                object.__setattr__(self, name, v)
-        if not self.connect_timeout or self.connect_timeout <= 0:
-            raise ValueError(f"connect_timeout must be > 0, got {self.connect_timeout!r}")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ValueError(f"timeout must be > 0 or None, got {self.timeout!r}")
-
-    @property
-    def user_keys(self) -> set[str]:
-        return {parse_ssh_option(o)[0].lower() for o in self.options}
-
-    def base_args(self) -> list[str]:
-        """Options common to every call, in precedence order (ssh keeps the FIRST value seen)."""
-        a = [self.ssh_bin]
-        if self.ssh_config:
-            a += ["-F", self.ssh_config]
-        if self.identity:
-            a += ["-i", self.identity]
-        a += ["-o", "BatchMode=yes"]
-        if self.accept_new_host_key:
-            a += ["-o", "StrictHostKeyChecking=accept-new"]
-        for o in self.options:
-            k, v = parse_ssh_option(o)
-            a += ["-o", f"{k}={v}"]
-        a += ["-o", f"ConnectTimeout={max(1, round(self.connect_timeout))}"]
-        a += ["-o", f"ServerAliveInterval={self.server_alive_interval}"]
-        a += ["-o", "ServerAliveCountMax=4"]
-        return a
-
-
-_PATTERNS: tuple[tuple[str, str, str | None], ...] = (
-    # (regex on stderr, kind, hint)
-    (
-        r"host key verification failed|remote host identification has changed|"
-        r"no \S+ host key is known|host key for .* has changed",
-        "hostkey",
-        "the device's host key is not trusted yet: connect once with `ssh HOST` and check its "
-        "fingerprint, or pass --accept-new-host-key to trust a first-seen key",
-    ),
-    (
-        r"permission denied|too many authentication failures|no supported authentication",
-        "auth",
-        "check the user name, --identity KEY or your ssh-agent (`ssh HOST true` must work "
-        "without a password prompt)",
-    ),
-    (r"connection refused", "refused", "is sshd running on the device, on that port?"),
-    (
-        r"could not resolve hostname|name or service not known|nodename nor servname|"
-        r"temporary failure in name resolution|no address associated",
-        "resolve",
-        "check the host name or add it to ~/.ssh/config",
-    ),
-    (
-        r"timed out|operation timed out|connection timeout",
-        "timeout",
-        "the device did not answer: is it powered, on this network? (--connect-timeout)",
-    ),
-    (
-        r"no route to host|network is unreachable|host is down|network unreachable",
-        "unreachable",
-        "the device is not reachable from here: check the network",
-    ),
-    (
-        r"connection closed by|connection reset|kex_exchange_identification|broken pipe|"
-        r"closed by remote host|connection to .* closed",
-        "closed",
-        "the device closed the connection (sshd limits, firewall, or it rebooted)",
-    ),
-    (
-        r"bad configuration option|terminating, \d+ bad configuration|"
-        r"no such file or directory|can't open user config",
-        "config",
-        "check --ssh-config / --ssh-option",
-    ),
-)
-
-_REASONS = {
-    "hostkey": "host key verification failed",
-    "auth": "permission denied (authentication failed)",
-    "refused": "connection refused",
-    "resolve": "could not resolve host name",
-    "timeout": "connection timed out",
-    "unreachable": "host unreachable",
-    "closed": "connection closed by the device",
-    "config": "ssh configuration error",
-}
-
-
-def _noise(line: str) -> bool:
-    low = line.lower()
-    return (
-        not line.strip()
-        or low.startswith("warning: permanently added")
-        or "pseudo-terminal will not be allocated" in low
-    )
-
-
-def classify_ssh_failure(stderr: str, host: str) -> SSHError:
-    """An :class:`SSHError` with a one-line reason from ssh's stderr (exit status 255)."""
-    lines = [ln.strip() for ln in stderr.replace("\r", "\n").splitlines() if not _noise(ln)]
-    text = "\n".join(lines)
-    for pattern, kind, hint in _PATTERNS:
-        m = re.search(pattern, text, flags=re.IGNORECASE)
-        if m:
-            # the ssh line that matched, shortened, as the detail
-            detail = next((ln for ln in lines if re.search(pattern, ln, re.IGNORECASE)), "")
-            detail = detail.removeprefix("ssh: ")
-            msg = f"{host}: {_REASONS[kind]}"
-            if detail and detail.lower() != _REASONS[kind]:
-                msg += f" ({detail[:200]})"
-            return SSHError(msg, kind=kind, host=host, hint=hint)
-    last = lines[-1][:200] if lines else "ssh exited with status 255 and no message"
-    return SSHError(f"{host}: ssh failed: {last}", kind="ssh", host=host)
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if not _noise(ln)]
-    return lines[-1][:300] if lines else ""
-
-
-# --------------------------------------------------------------------------------------------------
 # a connection (one per host and session)
 # --------------------------------------------------------------------------------------------------
 @dataclass
@@ -370,6 +82,76 @@ class Result:
 class _Running:
     proc: subprocess.Popen
     killed: threading.Event = field(default_factory=threading.Event)
+
+
+class _Streams:
+    """The side streams of one ssh process: its stderr read line by line (kept, and passed to
+    ``on_line``) and its stdin written from ``data`` (bytes, or a writer ``f(pipe)``), each in
+    a thread; a writer's error is re-raised by :meth:`finish` in the caller's thread."""
+
+    def __init__(
+        self,
+        running: _Running,
+        data: bytes | Callable[[IO[bytes]], None] | None,
+        on_line: Callable[[str], None] | None,
+    ) -> None:
+        self.running, self.data, self.on_line = running, data, on_line
+        self.tail: collections.deque[str] = collections.deque(maxlen=200)
+        self.writer_error: list[BaseException] = []
+        self.threads = [threading.Thread(target=self._read_stderr, daemon=True)]
+        if data is not None:
+            self.threads.append(threading.Thread(target=self._write_stdin, daemon=True))
+        for t in self.threads:
+            t.start()
+
+    def _read_stderr(self) -> None:
+        proc = self.running.proc
+        assert proc.stderr is not None
+        for raw in iter(proc.stderr.readline, b""):
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            self.tail.append(line)
+            if self.on_line is not None and not noise(line):
+                try:
+                    self.on_line(line)
+                except Exception:  # a console callback must not break the transfer
+                    pass
+
+    def _write_stdin(self) -> None:
+        proc = self.running.proc
+        assert proc.stdin is not None
+        try:
+            if isinstance(self.data, (bytes, bytearray)):
+                proc.stdin.write(self.data)
+            else:
+                self.data(proc.stdin)  # type: ignore[misc]
+            proc.stdin.close()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the remote side went away: the exit status says why
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            self.writer_error.append(exc)
+            self.running.killed.set()
+            proc.kill()
+
+    def finish(self, close_stdin: bool, interrupted: bool) -> None:
+        """Close our end of stdin (when we held it open), wait for the threads, close the pipes.
+        Interrupted: no waiting on the readers (a multiplexing master holds the pipes until the
+        device command ends); the caller closes the session next."""
+        proc = self.running.proc
+        if proc.stdin is not None and close_stdin:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        for t in self.threads:
+            t.join(timeout=0.2 if interrupted else 5)
+        for f in (proc.stdout, proc.stderr):
+            if f is not None:
+                f.close()
+        if self.writer_error and not interrupted:
+            raise self.writer_error[0]
+
+    def stderr(self) -> str:
+        return "\n".join(self.tail)
 
 
 class SSHConnection:
@@ -436,7 +218,7 @@ class SSHConnection:
         if res.returncode != 0:
             err = res.stderr.decode(errors="replace")
             raise SSHError(
-                f"{self.host.spec}: ssh configuration error: {_last_line(err)}",
+                f"{self.host.spec}: ssh configuration error: {last_line(err)}",
                 kind="config",
                 host=self.host.spec,
                 hint="check --ssh-config / --ssh-option",
@@ -480,8 +262,62 @@ class SSHConnection:
         if self._cancelled.is_set() and not force:
             raise KeyboardInterrupt
         tmo = self.options.timeout if timeout == "default" else timeout
-        argv = self.argv(words)
         t0 = time.monotonic()
+        running = self._start(self.argv(words))
+        proc = running.proc
+        streams = _Streams(running, stdin, on_stderr_line)
+        timer: threading.Timer | None = None
+        timed_out = threading.Event()
+        if tmo is not None:
+
+            def on_timeout() -> None:
+                timed_out.set()
+                running.killed.set()
+                _kill(proc)
+
+            timer = threading.Timer(tmo, on_timeout)
+            timer.daemon = True
+            timer.start()
+        out_chunks: list[bytes] = []
+        interrupted = False
+        try:
+            assert proc.stdout is not None
+            for raw in iter(proc.stdout.readline, b""):
+                if on_stdout_line is not None:
+                    on_stdout_line(raw)
+                else:
+                    out_chunks.append(raw)
+            rc = proc.wait()
+        except BaseException:
+            # KeyboardInterrupt, SystemExit, a callback's error: the local ssh must not outlive us
+            interrupted = True
+            running.killed.set()
+            _kill(proc)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            with self._lock:
+                self._running.discard(running)
+            streams.finish(stdin is None, interrupted)  # re-raises a stdin writer's error
+        stderr = streams.stderr()
+        res = Result(rc, b"".join(out_chunks), stderr, time.monotonic() - t0)
+        if timed_out.is_set():
+            raise CommandTimeout(
+                f"{self.host.spec}: {what} timed out after {tmo:g} s",
+                returncode=None,
+                stderr_tail=last_line(stderr),
+                host=self.host.spec,
+                hint="raise --timeout; the device process was stopped with the session",
+            )
+        if self._cancelled.is_set() and running.killed.is_set() and not force:
+            raise KeyboardInterrupt
+        if check and rc != 0:
+            raise self._failure(rc, stderr, what)
+        return res
+
+    def _start(self, argv: list[str]) -> _Running:
+        """The local ssh, started and registered (so :meth:`cancel` can kill it)."""
         try:
             proc = subprocess.Popen(
                 argv,
@@ -495,108 +331,20 @@ class SSHConnection:
         running = _Running(proc)
         with self._lock:
             self._running.add(running)
-        err_tail: collections.deque[str] = collections.deque(maxlen=200)
-        out_chunks: list[bytes] = []
-        writer_error: list[BaseException] = []
+        return running
 
-        def read_stderr() -> None:
-            assert proc.stderr is not None
-            for raw in iter(proc.stderr.readline, b""):
-                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                err_tail.append(line)
-                if on_stderr_line is not None and not _noise(line):
-                    try:
-                        on_stderr_line(line)
-                    except Exception:  # a console callback must not break the transfer
-                        pass
-
-        def write_stdin() -> None:
-            assert proc.stdin is not None
-            try:
-                if isinstance(stdin, (bytes, bytearray)):
-                    proc.stdin.write(stdin)
-                else:
-                    stdin(proc.stdin)  # type: ignore[misc]
-                proc.stdin.close()
-            except (BrokenPipeError, OSError, ValueError):
-                pass  # the remote side went away: the exit status says why
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                writer_error.append(exc)
-                running.killed.set()
-                proc.kill()
-
-        threads = [threading.Thread(target=read_stderr, daemon=True)]
-        if stdin is not None:
-            threads.append(threading.Thread(target=write_stdin, daemon=True))
-        for t in threads:
-            t.start()
-
-        timer: threading.Timer | None = None
-        timed_out = threading.Event()
-        if tmo is not None:
-
-            def on_timeout() -> None:
-                timed_out.set()
-                running.killed.set()
-                _kill(proc)
-
-            timer = threading.Timer(tmo, on_timeout)
-            timer.daemon = True
-            timer.start()
-        try:
-            assert proc.stdout is not None
-            for raw in iter(proc.stdout.readline, b""):
-                if on_stdout_line is not None:
-                    on_stdout_line(raw)
-                else:
-                    out_chunks.append(raw)
-            rc = proc.wait()
-        except BaseException:
-            # KeyboardInterrupt, SystemExit, a callback's error: the local ssh must not outlive us
-            running.killed.set()
-            _kill(proc)
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if proc.stdin is not None and stdin is None:
-                try:
-                    proc.stdin.close()
-                except OSError:
-                    pass
-            for t in threads:
-                t.join(timeout=5)
-            with self._lock:
-                self._running.discard(running)
-            for f in (proc.stdout, proc.stderr):
-                if f is not None:
-                    f.close()
-        if writer_error:
-            raise writer_error[0]
-        stderr = "\n".join(err_tail)
-        res = Result(rc, b"".join(out_chunks), stderr, time.monotonic() - t0)
-        if timed_out.is_set():
-            raise CommandTimeout(
-                f"{self.host.spec}: {what} timed out after {tmo:g} s",
-                returncode=None,
-                stderr_tail=_last_line(stderr),
-                host=self.host.spec,
-                hint="raise --timeout; the device process was stopped with the session",
-            )
-        if self._cancelled.is_set() and running.killed.is_set() and not force:
-            raise KeyboardInterrupt
-        if check and rc == 255:
-            raise classify_ssh_failure(stderr, self.host.spec)
-        if check and rc != 0:
-            last = _last_line(stderr)
-            raise DeviceCommandError(
-                f"{self.host.spec}: {what} failed with exit status {rc}"
-                + (f": {last}" if last else ""),
-                returncode=rc,
-                stderr_tail=last,
-                host=self.host.spec,
-            )
-        return res
+    def _failure(self, rc: int, stderr: str, what: str) -> RemoteError:
+        """ssh's own failure (255) or the device command's (any other non-zero status)."""
+        if rc == 255:
+            return classify_ssh_failure(stderr, self.host.spec)
+        last = last_line(stderr)
+        return DeviceCommandError(
+            f"{self.host.spec}: {what} failed with exit status {rc}"
+            + (f": {last}" if last else ""),
+            returncode=rc,
+            stderr_tail=last,
+            host=self.host.spec,
+        )
 
     def cancel(self) -> None:
         """Kill this connection's running ssh processes (thread-safe); later calls raise."""

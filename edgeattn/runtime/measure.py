@@ -76,7 +76,10 @@ def _is_num(v: Any) -> bool:
 
 @dataclass
 class RunSpec:
-    """One measurement request, validated once (``RuntimeSpecError`` names the bad value)."""
+    """One measurement request, validated once (``RuntimeSpecError`` names the bad value).
+
+    Its defaults are the one default of each knob: the host's ``bench.core.Settings`` reads them
+    (``run_defaults()``), so a spec without a knob and a bench without the option agree."""
 
     model: str
     id: Optional[str] = None
@@ -89,16 +92,16 @@ class RunSpec:
     execution_mode: str = "sequential"
     opt_level: str = "all"
     fallback: str = "error"
-    warmup: int = 5
+    warmup: int = 3
     min_runs: int = 10
     max_runs: int = 1000
-    min_time_s: float = 1.0
-    max_time_s: float = 30.0
+    min_time_s: float = 0.5
+    max_time_s: float = 10.0
     profile: bool = False
-    profile_runs: int = 10
+    profile_runs: int = 3
     seed: int = 0
     cv_threshold: float = 0.1
-    tries: int = 3
+    tries: int = 1  # the isolated pass: latency as deployed; ratios come from paired groups
     stability_tolerance: float = 0.05
     int_range: List[int] = field(default_factory=lambda: [0, 1])
 
@@ -319,6 +322,13 @@ def make_inputs(
 # ----------------------------------------------------------------------------------------- stats
 
 
+def run_defaults() -> Dict[str, Any]:
+    """{knob: its default} of :class:`RunSpec` (the knobs with a plain default)."""
+    from dataclasses import MISSING
+
+    return {f.name: f.default for f in fields(RunSpec) if f.default is not MISSING}
+
+
 def stats(raw_ms: List[float], cv_threshold: float = 0.1) -> Dict[str, Any]:
     """Summary of per-run latencies (ms). ``std`` is the sample std (ddof=1; 0 for one run);
     percentiles use linear interpolation; ``low_cv`` is ``cv <= cv_threshold`` (a spread flag,
@@ -459,7 +469,8 @@ class MemoryProbe:
         return "getrusage"
 
 
-def _mb(v: Optional[float]) -> Optional[float]:
+def round_mb(v: Optional[float]) -> Optional[float]:
+    """A memory figure in MB as records hold it (2 decimals), or None."""
     return round(v, 2) if v is not None else None
 
 
@@ -576,7 +587,8 @@ def _session_block(rs: RunSpec, info: Any) -> Dict[str, Any]:
     return block
 
 
-def _session_kwargs(rs: RunSpec) -> Dict[str, Any]:
+def session_kwargs(rs: RunSpec) -> Dict[str, Any]:
+    """The session knobs of ``rs`` as ``create_session``'s keyword arguments."""
     return {
         "intra_op_threads": rs.intra_op_threads,
         "inter_op_threads": rs.inter_op_threads,
@@ -588,13 +600,15 @@ def _session_kwargs(rs: RunSpec) -> Dict[str, Any]:
 
 
 def _measure_into(rec: Dict[str, Any], rs: RunSpec, say: Log) -> None:
+    # Long because the isolated protocol (session, first run, warm-up, tries, stats, memory,
+    # profile) fills one record in order; the steps share its state.
     mem = MemoryProbe()
     gc.collect()
     mem.reset_peak()
     rss_before = mem.rss_mb()
 
     say(f"creating {rs.device} session for {os.path.basename(rs.model)}")
-    info = create_session(rs.model, rs.device, **_session_kwargs(rs))
+    info = create_session(rs.model, rs.device, **session_kwargs(rs))
     rss_create = mem.rss_mb()
     sess = info.session
     feeds, desc = make_inputs(sess, rs.inputs, rs.seed, (rs.int_range[0], rs.int_range[1]))
@@ -604,9 +618,7 @@ def _measure_into(rec: Dict[str, Any], rs: RunSpec, say: Log) -> None:
         say(
             "node placement: probing with one profiled run (this onnxruntime has no assignment API)"
         )
-        info.node_providers = probe_node_providers(
-            rs.model, feeds, rs.device, **_session_kwargs(rs)
-        )
+        info.node_providers = probe_node_providers(rs.model, feeds, rs.device, **session_kwargs(rs))
         info.node_providers_method = "profile_probe"
         rec["notes"].append("placement probed with a second session; memory peak includes it")
     rec["session"] = _session_block(rs, info)  # an error record still says where nodes went
@@ -682,12 +694,12 @@ def _measure_into(rec: Dict[str, Any], rs: RunSpec, say: Log) -> None:
         rec["samples_per_s"] = batch * rec["throughput_per_s"]
     growth = rss_after - rss_timed if rss_after is not None and rss_timed is not None else None
     rec["memory"] = {
-        "rss_before_mb": _mb(rss_before),
-        "rss_after_create_mb": _mb(rss_create),
-        "rss_before_timed_mb": _mb(rss_timed),
-        "rss_after_mb": _mb(rss_after),
-        "peak_rss_mb": _mb(peak),
-        "growth_mb": _mb(growth),
+        "rss_before_mb": round_mb(rss_before),
+        "rss_after_create_mb": round_mb(rss_create),
+        "rss_before_timed_mb": round_mb(rss_timed),
+        "rss_after_mb": round_mb(rss_after),
+        "peak_rss_mb": round_mb(peak),
+        "growth_mb": round_mb(growth),
         "method": mem.method(),
         "peak_scope": mem.peak_scope,
     }
@@ -723,7 +735,7 @@ def profile_session(rs: RunSpec, feeds: Dict[str, Any], say: Log) -> Dict[str, A
             enable_profiling=True,
             profile_prefix=os.path.join(tmp, "ort"),
             check_placement=False,
-            **_session_kwargs(rs),
+            **session_kwargs(rs),
         )
         graph_error = None
         try:

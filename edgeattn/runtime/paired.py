@@ -60,6 +60,21 @@ GROUP_FIELDS = (
     "budget_s",
     "meta",
 )
+#: the one default of each paired-group knob (the host's ``Settings.pair_*`` read these)
+GROUP_DEFAULTS: Dict[str, Any] = {
+    "min_rounds": 10,
+    "max_rounds": 1000,
+    "min_time_s": 2.0,
+    "max_time_s": 15.0,
+    "tries": 3,
+    "tolerance": stats.TOLERANCE,
+    "seed": 0,
+    # 9 profiled runs: a 95 % interval of the median that leaves out the slowest and the
+    # fastest run (a one-off stall cannot set its width)
+    "profile_runs": 9,
+    "target_halfwidth": 0.02,
+    "budget_s": 40.0,
+}
 _RAW_DECIMALS = 4
 #: Thread-pool spinning off in every member session: after a run, ORT's intra-op threads spin for
 #: a while waiting for more work, and in one process those spinning threads steal the cores the
@@ -116,33 +131,33 @@ class Group:
                 raise RuntimeSpecError(f"{name} {v!r} is invalid; expected {kind} >= {lo}")
             return v
 
-        self.min_rounds = num("min_rounds", 20, 1, True)
-        self.max_rounds = num("max_rounds", 1000, 1, True)
+        self.min_rounds = num("min_rounds", GROUP_DEFAULTS["min_rounds"], 1, True)
+        self.max_rounds = num("max_rounds", GROUP_DEFAULTS["max_rounds"], 1, True)
         if self.max_rounds < self.min_rounds:
             raise RuntimeSpecError(
                 f"max_rounds {self.max_rounds} is invalid; expected >= min_rounds "
                 f"({self.min_rounds})"
             )
-        self.min_time_s = num("min_time_s", 2.0, 0)
-        self.max_time_s = num("max_time_s", 30.0, 0)
+        self.min_time_s = num("min_time_s", GROUP_DEFAULTS["min_time_s"], 0)
+        self.max_time_s = num("max_time_s", GROUP_DEFAULTS["max_time_s"], 0)
         if self.max_time_s <= 0 or self.max_time_s < self.min_time_s:
             raise RuntimeSpecError(
                 f"max_time_s {self.max_time_s} is invalid; expected > 0 and >= min_time_s"
             )
-        self.tries = num("tries", 3, 1, True)
-        self.tolerance = num("tolerance", stats.TOLERANCE, 0)
+        self.tries = num("tries", GROUP_DEFAULTS["tries"], 1, True)
+        self.tolerance = num("tolerance", GROUP_DEFAULTS["tolerance"], 0)
         if not 0 < self.tolerance < 1:
             raise RuntimeSpecError(f"tolerance {self.tolerance} is invalid; expected in (0, 1)")
-        self.seed = num("seed", 0, 0, True)
+        self.seed = num("seed", GROUP_DEFAULTS["seed"], 0, True)
         prof = d.get("profile") or []
         if not isinstance(prof, list) or any(p not in self.runs for p in prof):
             raise RuntimeSpecError(f"profile {prof!r} is invalid; expected a list of member ids")
         self.profile: List[str] = list(prof)
-        self.profile_runs = num("profile_runs", 3, 1, True)
+        self.profile_runs = num("profile_runs", GROUP_DEFAULTS["profile_runs"], 1, True)
         # adaptive length: once the tries agree, more rounds only while the widest ratio interval
         # is wider than ±target_halfwidth (relative) and the group's budget_s is not spent
-        self.target_halfwidth = num("target_halfwidth", 0.0, 0)
-        self.budget_s = num("budget_s", 0.0, 0)
+        self.target_halfwidth = num("target_halfwidth", GROUP_DEFAULTS["target_halfwidth"], 0)
+        self.budget_s = num("budget_s", GROUP_DEFAULTS["budget_s"], 0)
         meta = d.get("meta") or {}
         if not isinstance(meta, dict):
             raise RuntimeSpecError("meta must be an object")
@@ -251,17 +266,20 @@ def widest_halfwidth(g: Group, idx: Dict[str, int], times: List[List[float]]) ->
 
 def measure_group(g: Group, specs: Dict[str, Any], log: Optional[Log] = None) -> Dict[str, Any]:
     """Measure one group; return its ``kind: "paired"`` record (an error record on failure)."""
+    # Long because it is one protocol read top to bottom: sessions, tries, the adaptive extension,
+    # summaries, profiles; each step a few lines, split further it would pass a dozen locals
+    # around.
     from . import __version__, sysinfo
     from .measure import (
         MemoryProbe,
-        _mb,
-        _session_kwargs,
         apply_fallback_policy,
         create_session,
         device_fingerprint,
         make_inputs,
         profile_session,
+        round_mb,
         run_key,
+        session_kwargs,
     )
 
     say: Log = log or (lambda msg: None)
@@ -316,7 +334,7 @@ def measure_group(g: Group, specs: Dict[str, Any], log: Optional[Log] = None) ->
         for rs, block in zip(members, member_blocks):  # noqa: B905 (3.8)
             say(f"session for {rs.id}")
             info = create_session(
-                rs.model, rs.device, config_entries=dict(NO_SPIN), **_session_kwargs(rs)
+                rs.model, rs.device, config_entries=dict(NO_SPIN), **session_kwargs(rs)
             )
             apply_fallback_policy(info, rs.fallback)
             feeds, desc = make_inputs(
@@ -429,8 +447,8 @@ def measure_group(g: Group, specs: Dict[str, Any], log: Optional[Log] = None) ->
             "profiles": profiles or None,
         }
         rec["memory"] = {
-            "rss_after_mb": _mb(rss_after),
-            "peak_rss_mb": _mb(peak),
+            "rss_after_mb": round_mb(rss_after),
+            "peak_rss_mb": round_mb(peak),
             "method": mem.method(),
             "peak_scope": "group",
         }

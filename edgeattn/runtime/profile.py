@@ -99,6 +99,15 @@ def node_events(events: Sequence[Dict[str, Any]], skip_runs: int = 0) -> List[Di
     return out
 
 
+def node_providers_from_events(node_events: List[Dict[str, Any]]) -> Dict[str, int]:
+    """{provider: distinct node count} from parsed kernel events (:func:`node_events` rows)."""
+    seen: Dict[str, set] = {}
+    for ev in node_events:
+        prov = ev.get("provider") or "unknown"
+        seen.setdefault(prov, set()).add(ev["node"])
+    return {prov: len(nodes) for prov, nodes in seen.items()}
+
+
 def _shapes(raw: Any) -> Optional[List[List[int]]]:
     """ORT's ``[{"float": [1, 64, 32]}, ...]`` as ``[[1, 64, 32], ...]`` (None when absent)."""
     if not isinstance(raw, list):
@@ -310,6 +319,7 @@ def summarize(
     executed / fused / fallback / spanning / split node counts, the share of node time in ``(top)`` with this
     attribution and with names only, and the largest ``(top)`` nodes.
     """
+    # Long on purpose: one pass over the kernel events fills every table of the summary at once.
     att = Attribution(origins)
     windows = run_windows(events)[skip_runs:]
     rows = node_events(events, skip_runs=skip_runs)
@@ -344,8 +354,6 @@ def summarize(
             i = r["run"] - skip_runs
             if 0 <= i < runs:
                 per[i] += r["dur_us"]
-
-    from .session import node_providers_from_events
 
     nodes_sorted = sorted(by_node.items(), key=lambda kv: -kv[1]["us"])[:top_nodes]
     return {

@@ -347,15 +347,6 @@ def node_providers_from_api(sess: Any) -> Optional[Dict[str, int]]:
     return counts
 
 
-def node_providers_from_events(node_events: List[Dict[str, Any]]) -> Dict[str, int]:
-    """{provider: distinct node count} from parsed profile kernel events (see ``profile.py``)."""
-    seen: Dict[str, set] = {}
-    for ev in node_events:
-        prov = ev.get("provider") or "unknown"
-        seen.setdefault(prov, set()).add(ev["node"])
-    return {prov: len(nodes) for prov, nodes in seen.items()}
-
-
 def probe_node_providers(
     model_path: str, feeds: Dict[str, Any], device: str, **session_kwargs: Any
 ) -> Dict[str, int]:
@@ -380,7 +371,7 @@ def probe_node_providers(
         path = info.session.end_profiling()
         events = _profile.load_events(path)
         del info
-        return node_providers_from_events(_profile.node_events(events))
+        return _profile.node_providers_from_events(_profile.node_events(events))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -15,6 +15,7 @@ from edgeattn.bench.sweep import crossover_grid, find_crossover
 
 EXE = [sys.executable, "-m", "edgeattn.cli"]
 FAST = ["--min-time", "0.05", "--max-time", "2", "--pair-time", "0.2"]
+TINY = ["--tokens", "64", "--dim", "32", "--heads", "2"]  # the tiny block every bench here times
 
 
 def run_cli(*args: str, cache: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -34,12 +35,7 @@ def bench_out(tmp_path_factory, cache) -> tuple[Path, subprocess.CompletedProces
     out = tmp_path_factory.mktemp("bench") / "r.jsonl"
     r = run_cli(
         "bench",
-        "--tokens",
-        "64",
-        "--dim",
-        "32",
-        "--heads",
-        "2",
+        *TINY,
         "--out",
         str(out),
         "--min-runs",
@@ -91,12 +87,7 @@ def test_bench_resume_skips_done_measurements(bench_out, cache):
     before = read(out)
     r = run_cli(
         "bench",
-        "--tokens",
-        "64",
-        "--dim",
-        "32",
-        "--heads",
-        "2",
+        *TINY,
         "--out",
         str(out),
         "--resume",
@@ -426,7 +417,7 @@ def test_two_method_bench_gives_its_ratio_and_says_what_the_lines_need(tmp_path,
     """The help's own example (--methods softmax,sima): a ratio with an interval in the table and
     in --json, and the named lines that need sima_qk say so."""
     out = tmp_path / "two.jsonl"
-    args = ["bench", "--tokens", "64", "--dim", "32", "--heads", "2", "--methods", "softmax,sima"]
+    args = ["bench", *TINY, "--methods", "softmax,sima"]
     r = run_cli(*args, "--out", str(out), "--min-runs", "3", *FAST, cache=cache)
     assert r.returncode == 0, r.stderr[-2000:]
     (pr,) = read(out, "paired")

@@ -10,57 +10,30 @@ say so in words when the interval holds 1.0. Pure functions over record dicts.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from edgeattn.bench import methods as _methods
 from edgeattn.runtime.intervals import verdict_text
 
-
-@dataclass(frozen=True)
-class Ratio:
-    name: str
-    num: str  # method key
-    den: str
-    label: str  # how the line reads: "<label> = 1.12× [...]"
-
-
-RATIOS: tuple[Ratio, ...] = (
-    Ratio(
-        "exp_vs_l1_fixed_order",
-        "softmax",
-        "sima_qk",
-        "exp vs l1 at fixed (QKᵀ)V order: softmax / SimA",
-    ),
-    Ratio("dynamic_order_speedup", "sima_qk", "sima", "dynamic ordering: SimA (QKᵀ)V / SimA auto"),
-    Ratio(
-        "fused_softmax_vs_sima_dynamic", "softmax_fused", "sima", "ORT fused softmax / SimA auto"
-    ),
-    Ratio(
-        "softmax_vs_fused_softmax", "softmax", "softmax_fused", "softmax MSA / ORT fused softmax"
-    ),
-    Ratio("softmax_vs_soft", "softmax", "soft", "softmax / SOFT"),
-    Ratio("xca_vs_sima_dynamic", "xca", "sima", "XCA / SimA auto"),
-    Ratio("xca_vs_sima_kv", "xca", "sima_kv", "XCA / SimA Q(KᵀV)"),
-    Ratio("qk_vs_kv_order", "sima_qk", "sima_kv", "SimA (QKᵀ)V / SimA Q(KᵀV)"),
-    Ratio(
-        "op_softmax_vs_l1", "op_softmax", "op_l1", "pure op over (B,h,N,N): Softmax / l1-normalise"
-    ),
-    # each block against its matmuls alone (edgeattn.bench.floor)
-    Ratio("softmax_vs_floor", "softmax", "floor_qk", "softmax MSA / its matmul floor"),
-    Ratio("sima_qk_vs_floor", "sima_qk", "floor_qk", "SimA (QKᵀ)V / its matmul floor"),
-    Ratio("sima_kv_vs_floor", "sima_kv", "floor_kv", "SimA Q(KᵀV) / its matmul floor"),
-    Ratio("xca_vs_floor", "xca", "floor_kv", "XCA / the Q(KᵀV) matmul floor"),
-    Ratio("soft_vs_floor", "soft", "floor_soft", "SOFT / its matmul floor"),
-)
-RATIO_BY_NAME = {r.name: r for r in RATIOS}
-#: the pair whose op-level breakdown answers "what does exp cost against l1" (profiled by default)
-PROFILED_PAIR = ("softmax", "sima_qk")
+#: a named ratio (declared in the method table, ``edgeattn.bench.methods``)
+Ratio = _methods.NamedRatio
+#: the named ratios, read live from the method table
+RATIO_BY_NAME = _methods.RATIOS
 NO_DIFFERENCE = "no measurable difference here"
 
 
+def __getattr__(name: str) -> Any:
+    """RATIOS (the named ratios in table order) and PROFILED_PAIR (the methods profiled for the
+    op-level table), computed from the method table when read."""
+    if name == "RATIOS":
+        return tuple(_methods.RATIOS.values())
+    if name == "PROFILED_PAIR":
+        return _methods.profiled()
+    raise AttributeError(name)
+
+
 def ratios_for(methods: Iterable[str]) -> list[Ratio]:
-    have = set(methods)
-    return [r for r in RATIOS if r.num in have and r.den in have]
+    return _methods.ratios_between(methods)
 
 
 #: every ratio edgeattn prints reads "baseline time / candidate time": > 1 means the candidate
@@ -68,12 +41,12 @@ def ratios_for(methods: Iterable[str]) -> list[Ratio]:
 DIRECTION = "ratios are reference time ÷ method time: > 1 means faster than the reference"
 #: the prefix of the per-method ratios to the reference a paired group carries
 VS_REF = "vs_ref/"
-#: graphs that are not attention blocks (pure ops, matmul floors): never a block's reference
-_GRAPH_PREFIXES = ("op_", "floor_")
 
 
 def is_graph_method(key: str) -> bool:
-    return key.split("@", 1)[0].startswith(_GRAPH_PREFIXES)
+    """A graph the bench builds (pure op, matmul floor), not an attention block."""
+    m = _methods.get(key)
+    return bool(m and m.is_graph)
 
 
 def reference_method(members: Sequence[str]) -> str | None:
@@ -81,8 +54,9 @@ def reference_method(members: Sequence[str]) -> str | None:
     attention block, else (only graphs measured) the first member."""
     if not members:
         return None
-    if "softmax" in members:
-        return "softmax"
+    first = next(iter(_methods.default_methods()), None)  # the table's first default: softmax
+    if first in members:
+        return first
     blocks = [m for m in members if not is_graph_method(m)]
     return blocks[0] if blocks else members[0]
 
@@ -112,7 +86,8 @@ def group_spec(
     ids = {m: rid for m, rid in members}
     ratios = [{"name": r.name, "num": ids[r.num], "den": ids[r.den]} for r in ratios_for(ids)]
     ratios += vs_ref_ratios(ids)
-    profile = [ids[m] for m in PROFILED_PAIR if m in ids] if settings.pair_profile else []
+    pair = _methods.profiled()
+    profile = [ids[m] for m in pair if m in ids] if settings.pair_profile else []
     return {
         "id": group_id,
         "runs": [rid for _, rid in members],
@@ -121,13 +96,13 @@ def group_spec(
         "max_rounds": settings.pair_max_rounds,
         "min_time_s": settings.pair_min_time_s,
         "max_time_s": settings.pair_max_time_s,
-        "tries": settings.tries,
-        "tolerance": settings.tolerance,
+        "tries": settings.pair_tries,
+        "tolerance": settings.stability_tolerance,
         "seed": settings.seed,
-        "profile": profile if len(profile) == len(PROFILED_PAIR) else [],
-        "profile_runs": getattr(settings, "pair_profile_runs", settings.profile_runs),
-        "target_halfwidth": getattr(settings, "pair_target_halfwidth", 0.0),
-        "budget_s": getattr(settings, "pair_budget_s", 0.0),
+        "profile": profile if len(profile) == len(pair) else [],
+        "profile_runs": settings.pair_profile_runs,
+        "target_halfwidth": settings.pair_target_halfwidth,
+        "budget_s": settings.pair_budget_s,
         "meta": dict(meta or {}),
     }
 
@@ -170,6 +145,32 @@ def member_keys(rec: dict[str, Any]) -> dict[str, str]:
         prec = meta.get("precision") or "fp32"
         out[m["id"]] = key if prec == "fp32" else f"{key}@{prec}"
     return out
+
+
+def vs_fastest(rec: dict[str, Any]) -> tuple[str | None, dict[str, dict[str, Any]]]:
+    """(the fastest block, {other block: fastest time / its time}) from one paired record's
+    rounds: the same direction as every ratio (> 1 would be faster than the fastest: never),
+    median of per-round ratios with its interval. Graphs (ops, floors) are left out."""
+    from edgeattn.runtime import intervals
+
+    p = rec.get("paired") or {}
+    lat = p.get("latency_ms") or {}
+    keys = {rid: k for rid, k in member_keys(rec).items() if not is_graph_method(k)}
+    if len(keys) < 3 or not p.get("rounds_ms"):
+        return None, {}
+    col = {m["id"]: i for i, m in enumerate(p.get("members", []))}
+    best = min(keys, key=lambda rid: (lat.get(rid) or {}).get("median") or float("inf"))
+    rounds = p["rounds_ms"]
+    out = {}
+    for rid, key in keys.items():
+        if rid == best:
+            continue
+        r = intervals.ratio_summary(
+            [row[col[best]] for row in rounds], [row[col[rid]] for row in rounds]
+        )
+        r["no_difference"] = bool(r.get("contains_one"))
+        out[key] = r
+    return keys[best], out
 
 
 def vs_reference(rec: dict[str, Any]) -> tuple[str | None, dict[str, dict[str, Any]]]:
@@ -227,9 +228,10 @@ def stability_note(stab: dict[str, Any] | None) -> str | None:
 
 
 def taken_order(rec: dict[str, Any]) -> str | None:
+    """The order the dynamic-order member resolved to (the first member with policy auto)."""
     for m in (rec.get("paired") or {}).get("members", []):
         meta = m.get("meta") or {}
-        if meta.get("method") == "sima":
+        if meta.get("order_policy") == "auto":
             return meta.get("order")
     return None
 
@@ -254,7 +256,10 @@ def ratio_line(name: str, r: dict[str, Any], order_taken: str | None = None) -> 
             else r["stability_text"]
         )
     line = f"{label} = {fmt_ratio(r)} ({', '.join(bits)})"
-    if name == "dynamic_order_speedup" and order_taken:
+    den = _methods.get(spec.den) if spec else None
+    num = _methods.get(spec.num) if spec else None
+    same_block = num is not None and den is not None and num.model == den.model
+    if same_block and den.order_policy == "auto" and order_taken:  # a line about the order
         taken = {"qk_first": "(QKᵀ)V", "kv_first": "Q(KᵀV)"}.get(order_taken, order_taken)
         line += f"; auto took {taken}"
     if r.get("no_difference"):
@@ -267,11 +272,8 @@ def ratio_line(name: str, r: dict[str, Any], order_taken: str | None = None) -> 
 
 # ------------------------------------------------------------------------ op-level breakdown
 
-#: the ops that do the normalisation, per normaliser (decomposed forms included)
-NORM_OPS = {
-    "exp": ("Softmax", "Exp", "ReduceMax", "Sub"),
-    "l1": ("Abs", "ReduceSum", "ReduceL1", "Clip", "Max", "Div"),
-}
+#: the ops that do the normalisation, per normaliser (declared in the method table)
+NORM_OPS = _methods.NORM_OPS
 _EXP_DECOMPOSED_TAIL = ("ReduceSum", "Div")
 _MATMULS = ("MatMul", "FusedMatMul", "Gemm", "MatMulNBits")
 
@@ -313,7 +315,9 @@ def _spread(values: Sequence[float]) -> dict[str, Any] | None:
     }
 
 
-def op_breakdown(profile: dict[str, Any], normaliser: str, tokens: int) -> dict[str, Any]:
+def op_breakdown(
+    profile: dict[str, Any], normaliser: str, tokens: int, norm_ops: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Normalisation ops / N×N MatMuls / other from a profile summary with per-node shapes.
 
     Softmax's ops: Softmax, or its decomposition (Exp, ReduceMax, Sub and the ReduceSum/Div that
@@ -326,7 +330,7 @@ def op_breakdown(profile: dict[str, Any], normaliser: str, tokens: int) -> dict[
     """
     nodes = profile.get("nodes") or []
     total = float(profile.get("total_node_ms") or 0.0)
-    norm_set = set(NORM_OPS.get(normaliser, ()))
+    norm_set = set(norm_ops if norm_ops is not None else NORM_OPS.get(normaliser, ()))
     if normaliser == "exp" and any(nd["op"] == "Exp" for nd in nodes):
         norm_set |= set(_EXP_DECOMPOSED_TAIL)
     norm_ms = mm_ms = 0.0
@@ -371,8 +375,12 @@ def op_breakdowns(rec: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if not prof:
             continue
         meta = m.get("meta") or {}
+        spec = _methods.get(meta.get("method"))
         out[meta.get("method", m["id"])] = op_breakdown(
-            prof, meta.get("normaliser", ""), int(meta.get("tokens") or 0)
+            prof,
+            meta.get("normaliser", ""),
+            int(meta.get("tokens") or 0),
+            spec.ops() if spec is not None else None,
         )
     return out
 
@@ -468,7 +476,8 @@ def ns_per_element(rec: dict[str, Any]) -> dict[str, float]:
     out = {}
     for m in p.get("members", []):
         meta = m.get("meta") or {}
-        if not str(meta.get("method", "")).startswith("op_"):
+        spec = _methods.get(meta.get("method"))
+        if spec is None or spec.kind != "op":
             continue
         elems = 1
         for d in (m.get("inputs") or {}).get("x", {}).get("shape") or []:

@@ -27,11 +27,13 @@ def _plt():
 
 def plot_records(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """Latency vs N (tokens regime) and vs D (channels regime) in one figure; PNG or SVG by suffix."""
+    # Long because each figure kind (bars for one shape, lines along N or D) is a few matplotlib
+    # calls; they share the axes set-up.
     path = Path(path)
     if path.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise BenchError(f"--plot {str(path)!r}: use a .png, .svg or .pdf file name")
     plt = _plt()
-    from edgeattn.bench.sweep import ratio_points
+    from edgeattn.bench.ratios import ratio_points
 
     pts = ratio_points(records)
     if len({(p["regime"], p["tokens"], p["dim"]) for p in pts}) > 1:
@@ -114,8 +116,11 @@ def plot_regimes(records: Sequence[dict[str, Any]], path: str | Path, title: str
     """The SimA paper's timing design with uncertainty: per regime (tokens: vs N, left; channels:
     vs D, right), the paired ratios with their 95 % interval as a band and a line at 1.0 (top),
     and each method's paired median latency (bottom, log-log)."""
+    # Long because the two panels per regime (ratios with bands, latency) are matplotlib calls on
+    # shared axes.
+    from edgeattn.bench import ratios
     from edgeattn.bench.pairs import RATIO_BY_NAME
-    from edgeattn.bench.sweep import REGIME_RATIOS, ratio_points
+    from edgeattn.bench.ratios import ratio_points
 
     path = Path(path)
     plt = _plt()
@@ -135,7 +140,7 @@ def plot_regimes(records: Sequence[dict[str, Any]], path: str | Path, title: str
         ax_r, ax_l = axes[0][col], axes[1][col]
         mine = [p for p in pts if p["regime"] == reg]
         for dev in devices:
-            for name in REGIME_RATIOS[reg]:
+            for name in ratios.REGIME_RATIOS[reg]:
                 series = sorted(
                     (p for p in mine if p["ratio"] == name and p["device"] == dev),
                     key=lambda p: p[xkey],

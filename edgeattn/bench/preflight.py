@@ -42,7 +42,7 @@ MAX_RUNS = 1000  # Settings.max_runs: --min-runs may not exceed it
 # ------------------------------------------------------------------------------------------ paths
 
 
-def _why(exc: OSError) -> str:
+def why(exc: OSError) -> str:
     text = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
     return text + (f" [{errno.errorcode.get(exc.errno, exc.errno)}]" if exc.errno else "")
 
@@ -53,7 +53,7 @@ def _make_parent(path: Path, what: str) -> Path:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BenchError(
-            f"{what} {str(path)!r}: cannot create its directory {str(parent)!r}: {_why(exc)}"
+            f"{what} {str(path)!r}: cannot create its directory {str(parent)!r}: {why(exc)}"
         ) from None
     if not parent.is_dir():
         raise BenchError(f"{what} {str(path)!r}: {str(parent)!r} is not a directory")
@@ -142,7 +142,7 @@ def check_out(path: str | os.PathLike, what: str = "--out", force: bool | None =
     try:
         records.check_appendable(str(p))
     except OSError as exc:
-        raise BenchError(f"{what} {str(p)!r}: cannot append records: {_why(exc)}") from None
+        raise BenchError(f"{what} {str(p)!r}: cannot append records: {why(exc)}") from None
     if not existed:
         try:
             if p.stat().st_size == 0:
@@ -158,7 +158,7 @@ def _try_write_in(directory: Path, path: Path, what: str, doing: str) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".edgeattn-preflight-", dir=str(directory))
     except OSError as exc:
         raise BenchError(
-            f"{what} {str(path)!r}: {doing} in {str(directory)!r}: {_why(exc)}"
+            f"{what} {str(path)!r}: {doing} in {str(directory)!r}: {why(exc)}"
         ) from None
     try:
         try:
@@ -167,7 +167,7 @@ def _try_write_in(directory: Path, path: Path, what: str, doing: str) -> None:
         finally:
             os.close(fd)
     except OSError as exc:
-        raise BenchError(f"{what} {str(path)!r}: {doing}: {_why(exc)}") from None
+        raise BenchError(f"{what} {str(path)!r}: {doing}: {why(exc)}") from None
     finally:
         try:
             os.unlink(tmp)
@@ -308,7 +308,7 @@ def check_grids(jobs: Sequence[Any], all_methods: Sequence[str] | None = None) -
     from edgeattn.bench.core import grid_for
 
     for j in jobs:
-        if not j.method.model.startswith("block_soft"):
+        if not j.method.needs_grid:
             continue
         n = j.shape.tokens
         if grid_for(n) is not None:
@@ -323,7 +323,9 @@ def check_grids(jobs: Sequence[Any], all_methods: Sequence[str] | None = None) -
         )
         near += f"; nearest square: {sq} ({int(sq**0.5)}×{int(sq**0.5)})"
         names = list(all_methods) if all_methods else sorted({x.method.key for x in jobs})
-        rest = [m for m in names if not m.startswith("soft") or m.startswith("softmax")]
+        from edgeattn.bench import methods
+
+        rest = [m for m in names if not (methods.get(m) and methods.method(m).needs_grid)]
         drop = f"; or drop it: --methods {','.join(rest)}" if rest else ""
         raise BenchError(
             f"--tokens {n}: {j.method.key} needs the tokens as an H×W grid (both sides >= 2) and "
@@ -338,9 +340,9 @@ def has_nxn_map(job: Any) -> bool:
     """Does the exported graph hold the N×N attention map? (softmax, fused softmax, SimA at the
     (QKᵀ)V order; the dynamic SimA resolves at export to (QKᵀ)V only for N <= its crossover)."""
     m = job.method
-    if m.model in ("block_msa", "block_msa_fused", "floor_qk", "op_softmax", "op_l1"):
+    if m.nxn_map is True:
         return True  # the (QKᵀ)V floor and the pure-op graphs take N×N tensors as inputs too
-    if m.model == "block_sima":
+    if m.nxn_map == "auto":  # a dynamic order: (QKᵀ)V, the N×N map, only up to its crossover
         order = job.extra.get("order", m.overrides.get("order", "auto"))
         if order == "qk_first":
             return True
@@ -418,7 +420,7 @@ NET_PIXEL_BYTES = 16 * BYTES
 WEIGHT_COPIES = 4
 #: attention methods whose exported net holds N×N maps over its tokens (``ExportFacts.method``):
 #: softmax (DeiT) over every token; SOFT's released stage 4 (softmax over the stride-32 grid)
-_NET_MAPS = ("softmax", "fused", "soft")
+_NET_MAPS = ("softmax", "fused", "soft")  # ExportFacts.method names (registry), not bench methods
 
 
 def _entry_defaults(entry: Any) -> dict[str, Any]:
@@ -474,21 +476,27 @@ def estimate_model_mb(
             return None
         if d % h:
             return None
-        # soft (m landmarks) and xca (d×d) are linear in N, as sima_kv
-        kind = {"softmax": "softmax", "fused": "softmax_fused", "sima": "sima"}.get(
-            facts.method, "sima_kv"
+        from edgeattn.bench.methods import BenchMethod
+
+        want = order or ov.get("order") or "auto"
+        # the bench method that times this block (the one at the asked order when it has one);
+        # a block the table does not list is taken as linear in N (no N×N map)
+        mine = [m for m in METHODS.values() if m.model == name]
+        spec = next((m for m in mine if m.overrides.get("order") == want), None) or (
+            mine[0] if mine else BenchMethod(name, name, name, "none")
         )
-        extra = {"order": order or ov.get("order") or "auto"}
+        extra = {"order": want}
         if crossover is not None or ov.get("crossover") is not None:
             extra["crossover"] = crossover if crossover is not None else ov.get("crossover")
-        job = Job(METHODS[kind], Shape(n, d, h, max(1, batch)), extra=extra)
+        job = Job(spec, Shape(n, d, h, max(1, batch)), extra=extra)
         return estimate_mb(job), f"{name} at N={n}"
     hw = _side(img_size) or _side(ov.get("img_size")) or (224, 224)
     h_px, w_px = hw
     b = max(1, batch)
     params = entry.cost.params if entry.cost is not None else 0
     mb = BASE_MB + (WEIGHT_COPIES * params * BYTES + NET_PIXEL_BYTES * b * h_px * w_px) / 1e6
-    if facts.method in _NET_MAPS and not (facts.method == "soft" and ov.get("softmax_free_stage4")):
+    soft_free = facts.method == "soft" and ov.get("softmax_free_stage4")  # ExportFacts.method
+    if facts.method in _NET_MAPS and not soft_free:
         stride = facts.patch or facts.size_multiple or 32
         n = (h_px // stride) * (w_px // stride) + facts.extra_tokens
         mb += MAP_FACTOR * b * n * n * BYTES / 1e6

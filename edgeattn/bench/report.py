@@ -64,16 +64,16 @@ def latest_paired(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
     return prs[-1] if prs else None
 
 
-#: the named lines a bench prints, in order (each needs both of its methods in the paired pass)
-SUMMARY_RATIOS = (
-    "exp_vs_l1_fixed_order",
-    "dynamic_order_speedup",
-    "fused_softmax_vs_sima_dynamic",
-    "softmax_vs_soft",
-    "xca_vs_sima_dynamic",
-    "xca_vs_sima_kv",
-    "op_softmax_vs_l1",
-)
+def __getattr__(name: str) -> Any:
+    """SUMMARY_RATIOS: the named lines a bench prints, in order (each needs both of its methods
+    in the paired pass), from the method table."""
+    if name == "SUMMARY_RATIOS":
+        from edgeattn.bench import methods
+
+        return methods.summary_ratios()
+    raise AttributeError(name)
+
+
 #: when the passes disagree: an isolated ratio outside the paired interval by more than this
 DISAGREE_MARGIN = 0.03
 
@@ -107,7 +107,8 @@ def bench_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if spec.name in got:
             out[spec.name] = dict(got[spec.name], source="paired")
     missing = {}
-    for name in SUMMARY_RATIOS:
+    summary_names = __getattr__("SUMMARY_RATIOS")
+    for name in summary_names:
         spec = pairs.RATIO_BY_NAME[name]
         if name not in out and (spec.num in members or spec.den in members):
             missing[name] = [x for x in (spec.num, spec.den) if x not in members]
@@ -127,6 +128,7 @@ def bench_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for k, r in m.items()
     }
     out["disagreements"] = _disagreements(ref, vs, m)
+    out["fastest"], out["vs_fastest"] = pairs.vs_fastest(prec) if prec else (None, {})
     return out
 
 
@@ -319,18 +321,13 @@ def legend(records: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _order_str(meta: dict[str, Any]) -> str:
-    order = meta.get("order")
-    if meta.get("method") in ("softmax", "softmax_fused"):
-        return "(QKᵀ)V"
-    if meta.get("method") == "xca":
-        return "V(KᵀQ) d×d"
-    if meta.get("method") == "soft":
-        return "Nyström"
-    names = {"qk_first": "(QKᵀ)V", "kv_first": "Q(KᵀV)"}
-    s = names.get(order, order or "?")
-    if meta.get("order_policy") == "auto":
-        s += " auto"
-    return s
+    """The evaluation order a table prints for a record's method (from the method table)."""
+    from edgeattn.bench import methods
+
+    m = methods.get(meta.get("method"))
+    if m is None:
+        return methods.ORDER_TEXT.get(meta.get("order") or "", meta.get("order") or "?")
+    return m.order_text(meta.get("order"))
 
 
 def summary_lines(summary: dict[str, Any], shape: str = "") -> list[str]:
@@ -342,7 +339,7 @@ def summary_lines(summary: dict[str, Any], shape: str = "") -> list[str]:
     if summary.get("source") != "paired":
         return out
     needs = []
-    for name in SUMMARY_RATIOS:
+    for name in __getattr__("SUMMARY_RATIOS"):
         r = summary.get(name)
         if r:
             out.append(pairs.ratio_line(name, r, summary.get("dynamic_order_taken")))
@@ -352,10 +349,15 @@ def summary_lines(summary: dict[str, Any], shape: str = "") -> list[str]:
     if needs:
         out.append("not measured, for want of a method: " + "; ".join(needs))
     npe = summary.get("ns_per_element") or {}
-    if "op_softmax" in npe and "op_l1" in npe:
-        out.append(
-            f"per element: Softmax {npe['op_softmax']:.3f} ns, l1-normalise {npe['op_l1']:.3f} ns"
+    if len(npe) >= 2:  # the pure-op graphs, each alone over the same (B,h,N,N) tensor
+        out.append("per element: " + ", ".join(f"{k} {v:.3f} ns" for k, v in npe.items()))
+    fast = summary.get("vs_fastest") or {}
+    if fast:
+        each = ", ".join(
+            f"{k} {pairs.fmt_ratio(r)}"
+            for k, r in sorted(fast.items(), key=lambda kv: -kv[1]["median"])
         )
+        out.append(f"fastest here: {summary['fastest']}; {summary['fastest']} ÷ each: {each}")
     dis = summary.get("disagreements") or []
     if dis:
         each = ", ".join(

@@ -287,7 +287,7 @@ def bench_methods(methods: str | None, ops: bool = False) -> list[str]:
     """``--methods`` (default: ``core.DEFAULT_METHODS``), plus the pure-op pair with ``ops``."""
     names = core.parse_methods(methods)
     if ops:
-        names += [m for m in core.OP_METHODS if m not in names]
+        names += [m for m in core.parse_methods("ops") if m not in names]
     return names
 
 
@@ -304,7 +304,7 @@ def bench_jobs(shape: core.Shape, names: Sequence[str], precision: str = "fp32")
         core.Job(core.METHODS[m], shape, precision=p)
         for p in precisions
         for m in names
-        if p == "fp32" or m not in core.GRAPH_METHODS
+        if p == "fp32" or not core.METHODS[m].is_graph
     ]
 
 
@@ -354,7 +354,7 @@ def run_bench(
     if w:
         on_warning(w)
     preflight(
-        "check_bench", kept, on_warning, jobs=jobs, out=out, plot=plot, threads=st.threads,
+        "check_bench", kept, on_warning, jobs=jobs, out=out, plot=plot, threads=st.intra_op_threads,
         warmup=st.warmup, min_runs=st.min_runs, min_time=st.min_time_s, max_time=st.max_time_s,
         hosts=hosts, memory_guard=memory_guard, methods=names,
     )  # fmt: skip
@@ -401,7 +401,7 @@ def run_profile(
     check_device(st.device)
     out = Path(out or default_out("profile"))
     preflight(
-        "check_profile", kept, on_warning, out=out, threads=st.threads, runs=st.profile_runs,
+        "check_profile", kept, on_warning, out=out, threads=st.intra_op_threads, runs=st.profile_runs,
         min_time=st.min_time_s, target=target, img_size=img_size, overrides=overrides,
         depth=depth, memory_guard=memory_guard, force=force,
     )  # fmt: skip
@@ -457,7 +457,7 @@ def write_csv(records: Sequence[dict[str, Any]], path: Path) -> Path:
     try:
         write_atomic(str(p), data)
     except OSError as exc:
-        from edgeattn.bench.preflight import _why
+        from edgeattn.bench.preflight import why
 
-        raise BenchError(f"--csv {str(p)!r}: cannot write it: {_why(exc)}") from None
+        raise BenchError(f"--csv {str(p)!r}: cannot write it: {why(exc)}") from None
     return path

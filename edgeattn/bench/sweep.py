@@ -13,14 +13,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from edgeattn.bench import methods as _mt
 from edgeattn.bench.core import METHODS, Job, Shape
 from edgeattn.bench.report import ok, p50
 from edgeattn.errors import BenchError
 
 TOKENS_GRID = (64, 256, 1024, 4096)
 CHANNELS_GRID = (384, 768, 1536, 3072)
-TOKENS_METHODS = ("softmax", "sima_qk", "sima", "soft", "op_softmax", "op_l1")
-CHANNELS_METHODS = ("xca", "sima_kv", "sima")
+
+
+def __getattr__(name: str) -> Any:
+    """TOKENS_METHODS / CHANNELS_METHODS: the methods each regime times, from the method table."""
+    if name == "TOKENS_METHODS":
+        return _mt.in_regime("tokens")
+    if name == "CHANNELS_METHODS":
+        return _mt.in_regime("channels")
+    if name == "REGIME_RATIOS":
+        from edgeattn.bench import ratios
+
+        return ratios.REGIME_RATIOS
+    raise AttributeError(name)
 
 
 def parse_int_list(text: str | Sequence[int] | None, what: str) -> list[int]:
@@ -75,7 +87,8 @@ def crossover_grid(head_dim: int, points: int = 9) -> list[int]:
 
 def crossover_jobs(dim: int, heads: int, tokens: Sequence[int] | None = None) -> list[Job]:
     grid = list(tokens) if tokens else crossover_grid(dim // heads)
-    return [Job(METHODS[m], Shape(n, dim, heads)) for n in grid for m in ("sima_qk", "sima_kv")]
+    pair = _mt.crossover_pair()
+    return [Job(METHODS[m], Shape(n, dim, heads)) for n in grid for m in pair]
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,8 @@ def find_crossover(records: Sequence[dict[str, Any]], dim: int, heads: int) -> C
     """
     from edgeattn.bench import pairs
 
+    qk_key, kv_key = _mt.crossover_pair()
+    ratio_name = _mt.crossover_ratio()
     qk: dict[int, float] = {}
     kv: dict[int, float] = {}
     paired_at: dict[int, dict[str, Any]] = {}
@@ -116,16 +131,16 @@ def find_crossover(records: Sequence[dict[str, Any]], dim: int, heads: int) -> C
         m = rec.get("meta") or {}
         if m.get("dim") != dim or m.get("heads") != heads:
             continue
-        r = pairs.ratio_results(rec).get("qk_vs_kv_order")
+        r = pairs.ratio_results(rec).get(ratio_name or "")
         if r:
             paired_at[m["tokens"]] = r
     for r in ok(records):
         m = r.get("meta") or {}
         if m.get("dim") != dim or m.get("heads") != heads:
             continue
-        if m.get("method") == "sima_qk":
+        if m.get("method") == qk_key:
             qk[m["tokens"]] = p50(r)
-        elif m.get("method") == "sima_kv":
+        elif m.get("method") == kv_key:
             kv[m["tokens"]] = p50(r)
     for n, r in paired_at.items():  # the paired ratio replaces the isolated medians
         qk[n], kv[n] = r["median"], 1.0
@@ -179,80 +194,8 @@ def find_crossover(records: Sequence[dict[str, Any]], dim: int, heads: int) -> C
 
 
 # ------------------------------------------------------------------- ratios along a regime
-
-#: the ratios a regime plots, in order: the first is the regime's exp-vs-l1 answer
-REGIME_RATIOS = {
-    "tokens": (
-        "exp_vs_l1_fixed_order",
-        "op_softmax_vs_l1",
-        "softmax_vs_soft",
-        "dynamic_order_speedup",
-    ),
-    "channels": ("xca_vs_sima_kv", "xca_vs_sima_dynamic"),
-}
-
-
-def regime_of(ratio_names: Sequence[str]) -> str:
-    """The regime a paired record belongs to, from the ratios it holds: a channels point pairs
-    XCA with SimA only (no softmax MSA); anything else is read along N (the tokens regime, whose
-    grid may start below D)."""
-    names = set(ratio_names)
-    if names & set(REGIME_RATIOS["tokens"]) or not names & set(REGIME_RATIOS["channels"]):
-        return "tokens"
-    return "channels"
-
-
-def ratio_points(
-    records: Sequence[dict[str, Any]], all_ratios: bool = False
-) -> list[dict[str, Any]]:
-    """One row per (paired record, ratio): regime, N, D, h, device, ratio, interval, verdict.
-
-    By default only the ratios its regime plots (``REGIME_RATIOS``); ``all_ratios``: every known
-    ratio the record holds (a bench has all of them)."""
-    from edgeattn.bench import pairs
-    from edgeattn.bench.report import device_label, run_key
-
-    out = []
-    for rec in sorted(pairs.paired(records), key=lambda r: r.get("created_utc") or ""):
-        meta = rec.get("meta") or {}
-        res = pairs.ratio_results(rec)
-        reg = regime_of(list(res))
-        lat = (rec.get("paired") or {}).get("latency_ms") or {}
-        methods = pairs.member_methods(rec)
-        names = [n for n in res if n in pairs.RATIO_BY_NAME] if all_ratios else REGIME_RATIOS[reg]
-        ref, vs = pairs.vs_reference(rec)
-        labels = {n: pairs.RATIO_BY_NAME[n].label for n in names}
-        same = {(res[n]["num"], res[n]["den"]) for n in names if n in res}
-        for member, r in vs.items():  # every method against the reference, in every regime
-            if (r.get("num"), r.get("den")) in same:
-                continue  # a named ratio already says it (e.g. exp vs l1 = softmax / sima_qk)
-            res[f"{pairs.VS_REF}{member}"] = r
-            names = [*names, f"{pairs.VS_REF}{member}"]
-            labels[f"{pairs.VS_REF}{member}"] = f"{ref} / {member}"
-        for name in names:
-            r = res.get(name)
-            if not r:
-                continue
-            out.append(
-                {
-                    "regime": reg,
-                    "tokens": meta.get("tokens"),
-                    "dim": meta.get("dim"),
-                    "heads": meta.get("heads"),
-                    "device": device_label(rec),
-                    "run": run_key(rec),
-                    "ratio": name,
-                    "label": labels[name],
-                    "median": r["median"],
-                    "ci_low": r["ci_low"],
-                    "ci_high": r["ci_high"],
-                    "rounds": r["rounds"],
-                    "no_difference": r["no_difference"],
-                    "stability": r["stability"],
-                    "latency_ms": {methods[k]: v["median"] for k, v in lat.items()},
-                }
-            )
-    return out
+# (edgeattn.bench.ratios; re-exported here, where callers have always found them)
+from edgeattn.bench.ratios import ratio_points, regime_of  # noqa: E402,F401
 
 
 def verdict_counts(records: Sequence[dict[str, Any]]) -> dict[str, int]:
@@ -356,9 +299,9 @@ def ns_per_element_line(records: Sequence[dict[str, Any]]) -> str | None:
     parts = []
     for rec in sorted(pairs.paired(records), key=lambda r: (r.get("meta") or {}).get("tokens", 0)):
         npe = pairs.ns_per_element(rec)
-        if "op_softmax" in npe and "op_l1" in npe:
+        if len(npe) >= 2:
             n = (rec.get("meta") or {}).get("tokens")
-            parts.append(f"N={n} Softmax {npe['op_softmax']:.3f} / l1 {npe['op_l1']:.3f}")
+            parts.append(f"N={n} " + " / ".join(f"{k} {v:.3f}" for k, v in npe.items()))
     return "pure op over (B,h,N,N), ns per element: " + "; ".join(parts) if parts else None
 
 
@@ -401,10 +344,10 @@ def plan_sweep(
         raise BenchError(f"--regime {regime!r}; valid: {', '.join(REGIMES)}")
     jobs: list[Job] = []
     if regime in ("tokens", "both"):
-        ms = parse_methods(methods) if methods else list(TOKENS_METHODS)
+        ms = parse_methods(methods) if methods else list(_mt.in_regime("tokens"))
         jobs += tokens_jobs(dim, heads, parse_int_list(tokens_grid, "--tokens-grid"), ms)
     if regime in ("channels", "both"):
-        ms = parse_methods(methods) if methods else list(CHANNELS_METHODS)
+        ms = parse_methods(methods) if methods else list(_mt.in_regime("channels"))
         grid = parse_int_list(channels_grid, "--channels-grid")
         jobs += channels_jobs(channels_tokens, heads, grid, ms)
     xheads = parse_int_list(crossover_heads, "--crossover-heads") or [heads, 1]
@@ -507,7 +450,7 @@ def run_sweep(
     out = Path(out or run.default_out("sweep"))
     run.preflight(
         "check_sweep", kept, on_warning or run.silent, jobs=plan.jobs, out=out, plot=plot,
-        write_crossover=write_crossover_to, threads=settings.threads, min_runs=settings.min_runs,
+        write_crossover=write_crossover_to, threads=settings.intra_op_threads, min_runs=settings.min_runs,
         min_time=settings.min_time_s, max_time=settings.max_time_s, memory_guard=memory_guard,
     )  # fmt: skip
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -110,6 +110,19 @@ def ort_session(model_bytes: bytes, *, threads: int | None = None) -> Any:
         ) from exc
 
 
+def _refs(node: onnx.NodeProto) -> list[str]:
+    """A node's inputs plus the outer names its subgraphs (If branches) read: a condition that
+    depends on an earlier If's output needs what that If's branches use (EfficientViT: one If per
+    LiteMLA layer)."""
+    from edgeattn.export.graph import iter_nodes
+
+    out = [i for i in node.input if i]
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            out += [i for sn in iter_nodes(a.g) for i in sn.input if i]
+    return out
+
+
 def _cond_model(
     model: onnx.ModelProto,
 ) -> tuple[onnx.ModelProto, list[tuple[str, str, str]]] | None:
@@ -129,10 +142,10 @@ def _cond_model(
             continue
         seen.add(p.name)
         needed.append(p)
-        stack.extend(i for i in p.input if i)
+        stack.extend(_refs(p))
     order = {id(n): k for k, n in enumerate(model.graph.node)}
     needed.sort(key=lambda n: order[id(n)])
-    used = {i for n in needed for i in n.input}
+    used = {i for n in needed for i in _refs(n)}
     inits = [t for t in model.graph.initializer if t.name in used]
     outputs = [
         onnx.helper.make_tensor_value_info(n.input[0], onnx.TensorProto.BOOL, None) for n in ifs

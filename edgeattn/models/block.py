@@ -4,7 +4,9 @@ output projection) on a (B, N, C) token tensor, nothing else, so timing isolates
 ``block_msa`` (softmax, (QKᵀ)V), ``block_sima`` (l1, no softmax; order auto/qk_first/kv_first),
 ``block_xca`` (XCiT cross-covariance softmax over d×d), ``block_soft`` (Gaussian kernel, Nyström
 landmarks, Newton inverse), ``block_soft_norm`` (SOFT-Norm) and ``block_msa_fused`` (``block_msa``
-exported as ONNX Runtime's fused attention op, by the builder its export facts name).
+exported as ONNX Runtime's fused attention op, by the builder its export facts name),
+``block_mobilevitv2`` (MobileViTv2 separable self-attention: a softmax over N scalars) and
+``block_hydra`` (Hydra attention: heads = channels, cosine kernel, no softmax).
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from edgeattn.errors import ModelError
 from edgeattn.models.registry import ExportFacts, register_variants
 
 KINDS = ("msa", "sima", "xca", "soft", "soft_norm")
+#: Kinds whose mechanism fixes the heads (MobileViTv2: one context score; Hydra: heads =
+#: channels): ``heads`` is accepted, like every block's shape option, and not used.
+HEADLESS_KINDS = ("mobilevitv2", "hydra")
+KINDS += HEADLESS_KINDS
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,7 @@ class BlockConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise ModelError(f"{name}={v!r} must be a positive integer")
-        if self.dim % self.heads:
+        if self.dim % self.heads and self.kind not in HEADLESS_KINDS:
             raise ModelError(f"dim={self.dim} is not divisible by heads={self.heads}")
         if self.kind in ("soft", "soft_norm"):
             H, W = self.grid_hw
@@ -69,8 +75,10 @@ class BlockConfig:
             return int(self.grid[0]), int(self.grid[1])
         side = math.isqrt(self.tokens)
         if side * side != self.tokens:
+            h = next((d for d in range(side, 1, -1) if self.tokens % d == 0), None)
+            grid = f"--set grid=[{h},{self.tokens // h}]" if h else "--set grid=[H,W] (H·W = N)"
             raise ModelError(
-                f"tokens={self.tokens} is not a square; SOFT needs a token grid: pass grid=(H, W) "
+                f"tokens={self.tokens} is not a square; SOFT needs a token grid: pass {grid} "
                 f"or a square token count such as {side * side} or {(side + 1) ** 2}"
             )
         return side, side
@@ -97,6 +105,14 @@ class AttentionBlock(nn.Module):
             from edgeattn.attention.xca import XCA
 
             self.attn = XCA(cfg.dim, cfg.heads, qkv_bias=cfg.qkv_bias)
+        elif k == "mobilevitv2":
+            from edgeattn.attention.separable import SeparableSelfAttention
+
+            self.attn = SeparableSelfAttention(cfg.dim, bias=cfg.qkv_bias)
+        elif k == "hydra":
+            from edgeattn.attention.hydra import HydraAttention
+
+            self.attn = HydraAttention(cfg.dim, qkv_bias=cfg.qkv_bias)
         else:
             from edgeattn.attention.soft import SoftAttention
 
@@ -171,6 +187,18 @@ BLOCK_FACTS: dict[str, ExportFacts] = {
     ),
 }
 BLOCK_FACTS["soft_norm"] = BLOCK_FACTS["soft"]
+BLOCK_FACTS["mobilevitv2"] = ExportFacts(
+    **_TOKENS,
+    method="mobilevitv2",
+    tolerance_reason="a softmax over N scalars (not N×N) and float32 GEMMs: as softmax attention",
+)
+BLOCK_FACTS["hydra"] = ExportFacts(
+    **_TOKENS,
+    method="hydra",
+    tolerance="TOL_XCA",
+    tolerance_reason="per-token l2-normalised q, k (cosine kernel) then float32 products, no "
+    "softmax: as benign as XCA's l2 normalisation",
+)
 
 _DOCS = {
     "msa": "Softmax multi-head self-attention (DeiT), (QKᵀ)V, quadratic in tokens.",
@@ -179,6 +207,10 @@ _DOCS = {
     "soft": "SOFT: Gaussian kernel, Q=K, Nyström landmarks (fixed m by default), Newton inverse.",
     "soft_norm": "SOFT-Norm: SOFT with the symmetric D^-1/2 normalisation of the bottleneck "
     "inverse.",
+    "mobilevitv2": "MobileViTv2 separable self-attention: softmax over N scalars, context "
+    "vector, ReLU(V) ⊙ context (heads not used).",
+    "hydra": "Hydra attention: heads = channels, cosine kernel, φ(Q) ⊙ Σ φ(K) ⊙ V, O(N·C) "
+    "(heads not used).",
     "msa_fused": "block_msa written with ONNX Runtime's fused attention op (com.microsoft "
     "MultiHeadAttention, or Attention by fused_op).",
 }
@@ -287,5 +319,6 @@ BLOCK_MODELS = {
     **register_variants(_variants("sima"), **_BLOCK)(_sima_block),
     **register_variants(_variants("soft", "soft_norm"), **_BLOCK)(_soft_block),
     **register_variants(_variants("msa_fused"), **_BLOCK)(_fused_block),
+    **register_variants(_variants("mobilevitv2", "hydra"), **_BLOCK)(_plain_block),
 }
 globals().update(BLOCK_MODELS)  # block_msa, block_sima, ... as module attributes

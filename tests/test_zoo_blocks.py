@@ -1,0 +1,262 @@
+"""The zoo blocks (issue 22, item 3): MobileViTv2 separable self-attention and Hydra attention
+against their textbook formulas in float64 (MobileViTv2 also against apple/ml-cvnets'
+formulation on (B, C, P, N) patches), their opset-17 export verified by the export pipeline, the
+audit's census of their normalisation ops, and their matmul floors' multiply-adds."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+
+from edgeattn.attention.hydra import HydraAttention
+from edgeattn.attention.separable import SeparableSelfAttention
+from edgeattn.bench import floor_zoo
+from edgeattn.export import export_onnx
+from edgeattn.models.cost import count_cost
+from edgeattn.models.registry import create_model, get_entry
+
+F64 = torch.float64
+#: Two float64 evaluations of the same formula in another association order.
+F64_ATOL = 1e-10
+SMALL = {"tokens": 64, "dim": 32}  # heads: fixed by both mechanisms, any value is accepted
+BLOCKS = ("block_mobilevitv2", "block_hydra")
+
+
+def _randomise(m: torch.nn.Module) -> torch.nn.Module:
+    """Weights and biases O(1), so no term is negligible against another."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn_like(p) / p.shape[-1] ** 0.5)
+    return m.to(F64).eval()
+
+
+# --------------------------------------------------------------------------- MobileViTv2
+
+
+def textbook_separable(m: SeparableSelfAttention, x: torch.Tensor) -> torch.Tensor:
+    """Mehta & Rastegari 2022, eq. 4-5 on (B, N, C): project to 1 + 2C, context scores
+    c_s = softmax over the N tokens of the query scalar, context vector c_v = Σ_n c_s(n) K_n,
+    out = W_o(ReLU(V) ⊙ c_v) + b_o."""
+    C = x.shape[-1]
+    w, b = m.qkv_proj.weight, m.qkv_proj.bias
+    q = x @ w[:1].T + b[:1]  # (B, N, 1)
+    k = x @ w[1 : 1 + C].T + b[1 : 1 + C]  # (B, N, C)
+    v = x @ w[1 + C :].T + b[1 + C :]
+    cs = torch.exp(q - q.max(dim=1, keepdim=True).values)
+    cs = cs / cs.sum(dim=1, keepdim=True)  # softmax over N scalars
+    cv = (cs * k).sum(dim=1, keepdim=True)  # (B, 1, C)
+    return (torch.relu(v) * cv) @ m.out_proj.weight.T + m.out_proj.bias
+
+
+def cvnets_linear_self_attention(
+    x_bcpn: torch.Tensor, params: dict[str, torch.Tensor], embed_dim: int
+) -> torch.Tensor:
+    """ml-cvnets ``LinearSelfAttention._forward_self_attn`` (cvnets/layers/linear_attention.py,
+    commit 77717569) on (B, C, P, N), re-written from its facts: 1×1 conv ``qkv_proj`` to
+    1 + 2C channels with bias; ``split([1, C, C], dim=1)`` into query, key, value; softmax of
+    the query over the last axis (N); ``context = sum(key * scores, dim=-1, keepdim)``;
+    ``out_proj(relu(value) * context.expand_as(value))``, a 1×1 conv with bias."""
+    qkv = F.conv2d(x_bcpn, params["qkv_proj.block.conv.weight"], params["qkv_proj.block.conv.bias"])
+    query, key, value = torch.split(qkv, [1, embed_dim, embed_dim], dim=1)  # (B,1,P,N),(B,C,P,N)x2
+    scores = F.softmax(query, dim=-1)  # over the N patches
+    context = torch.sum(key * scores, dim=-1, keepdim=True)  # (B, C, P, 1)
+    out = F.relu(value) * context.expand_as(value)
+    return F.conv2d(out, params["out_proj.block.conv.weight"], params["out_proj.block.conv.bias"])
+
+
+def cvnets_params(m: SeparableSelfAttention) -> dict[str, torch.Tensor]:
+    """Our state_dict in ml-cvnets' layout: 1×1 conv weights (O, C, 1, 1) under ``.block.conv``."""
+    out = {}
+    for key, t in m.state_dict().items():
+        mod, kind = key.rsplit(".", 1)
+        out[f"{mod}.block.conv.{kind}"] = t[:, :, None, None] if kind == "weight" else t
+    return out
+
+
+@pytest.mark.parametrize("n_tokens", [1, 7, 64])
+def test_separable_matches_the_textbook_formula(n_tokens):
+    m = _randomise(SeparableSelfAttention(24))
+    x = torch.randn(2, n_tokens, 24, dtype=F64)
+    torch.testing.assert_close(m(x), textbook_separable(m, x), rtol=0, atol=F64_ATOL)
+
+
+@pytest.mark.parametrize("pixels", [1, 3])
+def test_separable_matches_ml_cvnets_on_patches(pixels):
+    """(B, N, C) tokens = ml-cvnets' (B, C, P, N) with P = 1; with P > 1 each pixel position of
+    the patches is one independent token block."""
+    C, N = 24, 10
+    m = _randomise(SeparableSelfAttention(C))
+    x = torch.randn(2, C, pixels, N, dtype=F64)  # (B, C, P, N)
+    ref = cvnets_linear_self_attention(x, cvnets_params(m), C)  # (B, C, P, N)
+    for p in range(pixels):
+        tokens = x[:, :, p, :].transpose(1, 2)  # (B, N, C)
+        ours = m(tokens).transpose(1, 2)  # (B, C, N)
+        torch.testing.assert_close(ours, ref[:, :, p, :], rtol=0, atol=F64_ATOL)
+
+
+def test_separable_loads_an_ml_cvnets_state_dict():
+    """Same parameters: the 1×1 conv weights squeezed are the Linear weights."""
+    src = _randomise(SeparableSelfAttention(16))
+    dst = SeparableSelfAttention(16).to(F64)
+    mapped = {
+        k.replace(".block.conv", ""): (v[:, :, 0, 0] if v.ndim == 4 else v)
+        for k, v in cvnets_params(src).items()
+    }
+    dst.load_state_dict(mapped, strict=True)
+    x = torch.randn(1, 5, 16, dtype=F64)
+    torch.testing.assert_close(dst(x), src(x), rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------- Hydra
+
+
+def textbook_hydra(m: HydraAttention, x: torch.Tensor) -> torch.Tensor:
+    """Bolya et al. 2022, eq. 10: H = C heads of one feature each, cosine-similarity kernel
+    φ(t) = t / ‖t‖₂ over each token's full C-vector; per head (channel) c the linear attention
+    φ(Q)_c (φ(K)_cᵀ V_c); then the output projection."""
+    C = x.shape[-1]
+    q, k, v = (x @ m.qkv.weight.T + m.qkv.bias).split(C, dim=-1)  # 3 x (B, N, C)
+    q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True)
+    k = k / torch.linalg.vector_norm(k, dim=-1, keepdim=True)
+    heads = [q[..., c : c + 1] @ (k[..., c : c + 1].transpose(1, 2) @ v[..., c : c + 1])
+             for c in range(C)]  # fmt: skip
+    return torch.cat(heads, dim=-1) @ m.proj.weight.T + m.proj.bias
+
+
+@pytest.mark.parametrize("n_tokens", [1, 7, 64])
+def test_hydra_matches_the_textbook_formula(n_tokens):
+    m = _randomise(HydraAttention(24))
+    x = torch.randn(2, n_tokens, 24, dtype=F64)
+    torch.testing.assert_close(m(x), textbook_hydra(m, x), rtol=0, atol=F64_ATOL)
+    # the paper's code listing: q * (k * v).sum(tokens) on normalised q, k
+    C = x.shape[-1]
+    q, k, v = m.qkv(x).split(C, dim=-1)
+    q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+    listing = m.proj(q * (k * v).sum(dim=-2, keepdim=True))
+    torch.testing.assert_close(m(x), listing, rtol=0, atol=F64_ATOL)
+
+
+def test_hydra_zero_token_gives_no_nan():
+    """The eps clamp (as F.normalize): an all-zero q or k contributes 0, not NaN."""
+    m = _randomise(HydraAttention(8))
+    with torch.no_grad():
+        m.qkv.bias.zero_()
+    x = torch.randn(1, 4, 8, dtype=F64)
+    x[:, 2] = 0
+    y = m(x)
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y[:, 2], m.proj.bias.expand(1, 8), rtol=0, atol=F64_ATOL)
+
+
+# --------------------------------------------------------------------------- registry and export
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+def test_registered_as_blocks_and_heads_are_not_used(name):
+    entry = get_entry(name)
+    assert entry.family == "block" and entry.export.is_tokens
+    a = create_model(name, heads=6, **SMALL)  # 32 % 6 != 0: no heads to split
+    b = create_model(name, heads=1, **SMALL)
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(a.state_dict()[k].shape == v.shape for k, v in b.state_dict().items())
+    assert entry.cost is not None, "no row in edgeattn/models/_cost_table.py"
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("zoo")
+    return {
+        n: export_onnx(n, opset=17, heads=6, output=root / f"{n}.onnx", **SMALL) for n in BLOCKS
+    }
+
+
+def _shapes(path) -> tuple[onnx.ModelProto, dict[str, list[int]]]:
+    m = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    vals = [*m.graph.value_info, *m.graph.input, *m.graph.output]
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in vals}
+    shapes.update({t.name: list(t.dims) for t in m.graph.initializer})
+    return m, shapes
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+def test_exports_at_opset17_and_verifies(exports, name):
+    res = exports[name]
+    m = onnx.load(str(res.path))
+    assert next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) == 17
+    assert res.verification["passed"]
+    assert res.spec["method"] == name.removeprefix("block_")
+    # lean: no N x N tensor, no transpose of an N-sized tensor, no split of the N x 3C projection
+    _, shapes = _shapes(res.path)
+    N = SMALL["tokens"]
+    assert not [n for n, s in shapes.items() if s.count(N) > 1], "an N x N tensor"
+    other = res.audit["other_ops"]
+    assert not {"Transpose", "Split", "Slice", "Concat"} & set(other), other
+    assert res.audit["totals"]["MatMul"] == 5
+
+
+def test_hydra_census_has_l2_norms_and_no_softmax(exports):
+    a = exports["block_hydra"].audit
+    assert a["softmax_free"] and a["totals"]["Softmax"] == 0 and a["totals"]["Exp"] == 0
+    # two per-token l2 norms: Mul + ReduceSum (over channels) + Sqrt, clamped
+    assert a["totals"]["ReduceSum"] == 2 and a["other_ops"]["Sqrt"] == 2
+    assert a["totals"]["ReduceL1"] == 0
+
+
+def test_mobilevitv2_census_has_one_softmax_over_n_scalars(exports):
+    res = exports["block_mobilevitv2"]
+    a = res.audit
+    assert not a["softmax_free"] and a["totals"]["Softmax"] == 1  # faithful: the audit says so
+    assert a["softmax_blocks"] == ["attn"] and a["totals"]["Exp"] == 0
+    m, shapes = _shapes(res.path)
+    (sm,) = [n for n in m.graph.node if n.op_type == "Softmax"]
+    assert shapes[sm.input[0]] == [1, 1, SMALL["tokens"]]  # (B, 1, N): N scalars
+    axis = next((att.i for att in sm.attribute if att.name == "axis"), -1)
+    assert axis in (-1, 2)
+
+
+# --------------------------------------------------------------------------- matmul floors
+
+
+@pytest.mark.parametrize("n", [64, 1024, 4096])
+def test_floor_macs_by_hand(n):
+    B, C = 1, 384
+    sep = floor_zoo.macs("floor_mobilevitv2", B, n, C)
+    # query column, sᵀx, context C x C, V projection, output projection
+    assert sep == n * C + n * C + C * C + n * C * C + n * C * C
+    textbook = n * C * (1 + 2 * C) + n * C + n * C * C  # with the key projection
+    assert textbook - sep == n * C * C - C * C
+    hyd = floor_zoo.macs("floor_hydra", B, n, C)
+    assert hyd == n * C * 3 * C + n * C + n * C * C  # qkv, rᵀ(K ⊙ V), output projection
+
+
+@pytest.mark.parametrize(("name", "kind"), list(zip(BLOCKS, floor_zoo.FLOORS, strict=True)))
+def test_floor_is_the_blocks_matmuls(name, kind):
+    """PyTorch's FLOP counter on each block counts exactly its floor's products."""
+    n, c = 64, 32
+    assert floor_zoo.macs(kind, 1, n, c) == count_cost(name, tokens=n, dim=c, heads=1).flops
+
+
+@pytest.mark.parametrize("kind", floor_zoo.FLOORS)
+def test_floor_graph_computes_its_products(kind):
+    B, N, C = 1, 64, 32
+    model = floor_zoo.build(kind, B, N, C, heads=1, opset=17)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {
+        i.name: rng.standard_normal([int(v) for v in i.shape]).astype(np.float32)
+        for i in sess.get_inputs()
+    }
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds), strict=True))
+    prods = floor_zoo.products(kind, B, N, C)
+    assert [p.name for p in prods] == list(outs)
+    for p in prods:
+        b = inits[f"{p.name}_b"] if p.b_const else feeds[f"{p.name}_b"]
+        np.testing.assert_allclose(outs[p.name], feeds[f"{p.name}_a"] @ b, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="floor_hydra"):
+        floor_zoo.products("floor_x", B, N, C)

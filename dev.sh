@@ -33,14 +33,14 @@ setup() {
 }
 
 ensure_sshd() {
-  if command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; then
+  if { command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; } && command -v chromium >/dev/null 2>&1; then
     return
   fi
   if [ "${EDGEATTN_NO_APT:-0}" = 1 ]; then
     say "warning: no sshd and EDGEATTN_NO_APT=1: the SSH tests will fail"
   elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing openssh-server for the SSH tests (apt-get; skip with EDGEATTN_NO_APT=1)"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null) \
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client chromium >/dev/null) \
       || say "warning: could not install openssh-server; the SSH tests will fail"
   else
     say "warning: sshd not found and cannot apt-get install it (not root); the SSH tests will fail"

@@ -73,7 +73,7 @@ GROUP_DEFAULTS: Dict[str, Any] = {
     # fastest run (a one-off stall cannot set its width)
     "profile_runs": 9,
     "target_halfwidth": 0.02,
-    "budget_s": 40.0,
+    "budget_s": 20.0,
 }
 _RAW_DECIMALS = 4
 #: Thread-pool spinning off in every member session: after a run, ORT's intra-op threads spin for

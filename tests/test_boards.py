@@ -215,7 +215,9 @@ def device_runtime_procs(b) -> list[str]:
 
 
 def _read(p: Path) -> list[dict]:
-    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+    """The measurement records of ``p`` (each run's closing ``run_end`` record left out)."""
+    recs = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+    return [r for r in recs if r.get("kind") != "run_end"]
 
 
 def _wait(pred, timeout: float) -> bool:
@@ -315,12 +317,55 @@ def test_report_shows_the_board_next_to_the_local_run(bench_runs):
     text = res.stdout
     assert "pi4" in text and "Cortex-A72" in text
     # the board's column says emulated (rich may wrap a long header over two lines)
-    assert text.count("(emulated —") == 1 and text.count("device speed)") == 1, text
+    # the board is labelled emulated wherever it is named: the latency table's and the ratio
+    # table's column headers, and its block of named lines (rich may wrap a long header)
+    assert text.count("(emulated —") == 3 and text.count("device speed)") == 3, text
     from edgeattn.bench.report import device_label
 
     (rem,) = {device_label(r) for r in _read(bench_runs["remote"]) if r.get("model")}
     (loc,) = {device_label(r) for r in _read(bench_runs["local"]) if r.get("model")}
     assert rem.endswith("(emulated — not device speed)") and "emulated" not in loc
+
+
+@boards
+def test_html_page_of_this_machine_and_the_emulated_pi(bench_runs, tmp_path):
+    """report --html from real records of two devices (this machine, the emulated Pi over SSH):
+    one self-contained page, both devices' paired ratios with their intervals equal to the
+    terminal's, the Pi's card labelled emulated; loaded in headless Chromium with no request and
+    no error when the browser is there (tests/test_report_html.py checks it in depth)."""
+    from test_report_html import CHROMIUM, PROBE, chromium, dom
+
+    from edgeattn.bench import html as page
+    from edgeattn.bench import pairs, report, run
+
+    out = tmp_path / "r.html"
+    res = cli("report", str(bench_runs["local"]), str(bench_runs["remote"]), "--html", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    text = out.read_text(encoding="utf-8")
+    assert "http:" not in text and "https:" not in text
+    d = dom(text)
+    records = run.read_record_files([bench_runs["local"], bench_runs["remote"]])
+    rows = [x for x in d.rows if "data-ratio" in x]
+    devices = set()
+    for item in report.run_summaries(records):
+        dev = next(c[0] for c in report.run_columns(records)
+                   if report.run_label(c, report.run_columns(records)) == item["label"])  # fmt: skip
+        devices.add(dev)
+        for m, want in item["summary"]["vs_reference"].items():
+            name = f"{pairs.VS_REF}{m}"
+            (row,) = [x for x in rows if x["data-device"] == dev
+                      and (x["data-ratio"] == name or name in x["data-also"].split())]  # fmt: skip
+            assert float(row["data-median"]) == want["median"]
+            assert float(row["data-ci-low"]) == want["ci_low"] <= want["median"]
+    (emu,) = [dv for dv in devices if "emulated" in dv]
+    assert len(devices) == 2 and page.EMULATED in d.cards[emu]
+    if CHROMIUM:
+        probed = tmp_path / "probed.html"
+        probed.write_text(text.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
+        r = chromium("--dump-dom", probed.as_uri())
+        loaded = dom(r.stdout).root
+        assert r.returncode == 0 and loaded.get("data-loaded") == "1", r.stderr[-2000:]
+        assert loaded.get("data-resources", "") == "" and "data-errors" not in loaded
 
 
 _PARITY = (
@@ -619,8 +664,9 @@ def test_two_boards_in_parallel_side_by_side(pi4, old_python, export_cache, tmp_
     assert rep.returncode == 0, rep.stdout + rep.stderr
     lines = rep.stdout.splitlines()
     assert any("pi4" in ln for ln in lines) and any("old-python" in ln for ln in lines)
-    # both columns say emulated (rich may wrap a long header over two lines)
-    assert rep.stdout.count("(emulated —") == 2 and rep.stdout.count("device speed)") == 2
+    # both boards say emulated wherever they are named (two table headers and a block of lines
+    # each; rich may wrap a long header over two lines)
+    assert rep.stdout.count("(emulated —") == 6 and rep.stdout.count("device speed)") == 6
     assert elapsed > 0
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeattn.bench import integrity
+from edgeattn import integrity
 from edgeattn.export.sidecar import SIDECAR_SCHEMA
 from edgeattn.runtime import __main__ as rt
 from edgeattn.runtime import records as R

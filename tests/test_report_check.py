@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeattn.bench import check, integrity
+from edgeattn import integrity
+from edgeattn.bench import check
 from edgeattn.runtime import __main__ as rt
 from edgeattn.runtime import records as R
 

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from edgeattn import integrity
 from edgeattn.bench import html as page
-from edgeattn.bench import integrity, pairs, report, run
+from edgeattn.bench import pairs, report, run
 from edgeattn.errors import BenchError
 from edgeattn.runtime import __main__ as rt
 from edgeattn.runtime import records as R

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeattn.bench import integrity
+from edgeattn import integrity
 from edgeattn.errors import BenchError
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "docs" / "records.schema.json"

@@ -464,7 +464,7 @@ def run_local(
         specs = [({"runs": list(runs), "paired": list(paired), "isolated": False}, "paired")]
     else:
         specs = [({"runs": [run]}, run.get("id")) for run in runs]
-    from edgeattn.bench import integrity
+    from edgeattn import integrity
 
     run_id = integrity.current()
     for spec, label in specs:

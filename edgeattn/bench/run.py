@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeattn.bench import core, integrity
+from edgeattn import integrity
+from edgeattn.bench import core
 from edgeattn.errors import BenchError
 
 Say = Callable[[str], None]

@@ -454,7 +454,7 @@ def run_sweep(
         min_time=settings.min_time_s, max_time=settings.max_time_s, memory_guard=memory_guard,
     )  # fmt: skip
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    from edgeattn.bench import integrity
+    from edgeattn import integrity
 
     with integrity.run(out, "sweep", resume=resume):  # the records' run id and run_end
         records = measure_plan(plan, settings, out, resume, on_progress)

@@ -267,7 +267,7 @@ def run_cmd(
     check_spec_file(spec)  # here, before any host is resolved or contacted
     t = remote.targets(hosts)
     out = out or default_out("remote")
-    from edgeattn.bench import integrity
+    from edgeattn import integrity
 
     with integrity.run(out, "remote run"):  # the records' run id, and run_end if all hosts ran
         outcomes = run_spec(

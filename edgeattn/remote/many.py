@@ -83,7 +83,7 @@ def _run_many(
             )
         except BaseException as exc:  # noqa: BLE001 - reported per host
             outcomes[i].error = exc
-            from edgeattn.bench import integrity
+            from edgeattn import integrity
 
             integrity.mark_failed()  # a host failed: the run stays partial (no run_end)
 

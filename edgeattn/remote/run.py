@@ -190,7 +190,7 @@ def run_remote(
     if remote_python is not None and (not remote_python or "\n" in remote_python):
         raise RemoteError(f"bad --remote-python {remote_python!r}")
     dev_spec, files = prepare_spec(spec, model_files, base_dir)
-    from edgeattn.bench import integrity
+    from edgeattn import integrity
 
     dev_spec = integrity.with_run_id(dev_spec)  # the host command's run id, if one is open
     pyz, pyz_sha = zipapp_bytes()

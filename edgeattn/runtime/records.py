@@ -8,7 +8,7 @@ error record. ``key`` is the sha256 of the canonical JSON of the
 knobs that define the measurement (see :func:`measurement_key`) and is what ``--resume`` matches on.
 ``run_id`` (null in records of a spec without one, absent in older records) names the host
 command that asked for the record; that command closes its run with one ``kind: "run_end"`` line
-(record count and digest, see ``edgeattn/bench/integrity.py``), which is not a measurement.
+(record count and digest, see ``edgeattn/integrity.py``), which is not a measurement.
 
 Standard library only.
 """

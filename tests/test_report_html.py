@@ -35,6 +35,10 @@ pytest.importorskip("matplotlib")
 EXE = [sys.executable, "-m", "edgeattn.cli"]
 BENCH = ["--tokens", "64", "--dim", "32", "--heads", "2", "--methods", "softmax,sima_qk,sima"]
 FAST = ["--min-time", "0.05", "--max-time", "0.2", "--pair-time", "0.2"]
+#: the slow tier (CI runs it): a real bench and profile, then Chromium; the default tier keeps
+#: 5 min with report --check's integrity tests (test_report_check.py) covering the same runs
+pytestmark = pytest.mark.slow
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NO_CHROMIUM = (
     "chromium is not installed (apt-get install chromium; ./dev.sh test installs it as root)"

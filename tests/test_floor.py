@@ -75,7 +75,7 @@ def test_block_against_its_floor_paired(tmp_path):
     """A real paired group (one runtime process): SimA Q(KᵀV) and its floor, with the ratio."""
     st = core.Settings(
         warmup=1, min_runs=3, min_time_s=0.05, max_time_s=1, pair_tries=1,
-        pair_min_rounds=6, pair_min_time_s=0.1, pair_max_time_s=2, pair_profile=False,
+        pair_min_rounds=6, pair_min_time_s=0.1, pair_max_time_s=2, pair_budget_s=1, pair_profile=False,
     )  # fmt: skip
     shape = core.Shape(N, C, H)
     jobs = core.prepare(

@@ -54,6 +54,7 @@ def test_a_toy_method_goes_everywhere_from_its_one_entry(toy, tmp_path, monkeypa
     # a tiny real bench: exported, measured alone and paired; its ratios and its line
     st = run.settings(
         min_time_s=0.05, max_time_s=0.5, min_runs=3, pair_min_time_s=0.1, pair_max_time_s=2.0,
+        pair_budget_s=1.0,
         pair_profile=False,
     )  # fmt: skip
     res = run.run_bench(shape, st, methods="softmax,toy", out=tmp_path / "b.jsonl")

@@ -118,7 +118,7 @@ def test_run_sweep_end_to_end_without_the_cli(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEATTN_CACHE", str(tmp_path / "cache"))
     plan = sw.plan_sweep("crossover", dim=16, heads=1, crossover_heads="1", crossover_grid="4,64")
     st = run.settings(min_time_s=0.02, max_time_s=0.5, min_runs=3, warmup=1,
-                      pair_min_time_s=0.1, pair_max_time_s=1.0)  # fmt: skip
+                      pair_min_time_s=0.1, pair_max_time_s=1.0, pair_budget_s=1.0)  # fmt: skip
     steps, warnings, kept = [], [], run.Kept()
     res = sw.run_sweep(
         plan,

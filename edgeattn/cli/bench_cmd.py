@@ -20,6 +20,12 @@ from edgeattn.errors import EXIT_INTERRUPTED, EXIT_RUN_FAILED, EXIT_TERMINATED
 DEFAULTS = Settings()
 
 
+def pair_budget(pair_time: float) -> float:
+    """The paired group's budget for extra rounds scales with ``--pair-time`` (the default's 20 s
+    at the default 2 s per try): a quick bench stays quick."""
+    return DEFAULTS.pair_budget_s * pair_time / DEFAULTS.pair_min_time_s
+
+
 def _console() -> Any:
     from edgeattn.cli.console import console
 
@@ -138,6 +144,7 @@ def bench(
         max_time_s=max_time, profile=profile, opt_level=opt_level, opset=opset, paired=paired,
         pair_tries=tries, pair_min_time_s=pair_time,
         pair_max_time_s=max(DEFAULTS.pair_max_time_s, 4 * pair_time),
+        pair_budget_s=pair_budget(pair_time),
     )  # fmt: skip
     on_hosts = None
     if host or remote.inventory is not None or remote.group is not None:
@@ -302,7 +309,7 @@ def sweep(
     st = run.settings(
         device=device, intra_op_threads=threads, min_time_s=min_time, max_time_s=max_time,
         min_runs=min_runs, opset=opset, pair_tries=tries, pair_min_time_s=pair_time,
-        pair_max_time_s=max(10.0, 4 * pair_time),
+        pair_max_time_s=max(10.0, 4 * pair_time), pair_budget_s=pair_budget(pair_time),
     )  # fmt: skip
     plan = sw.plan_sweep(
         regime, dim, heads, tokens_grid, channels_grid, channels_tokens, crossover_heads,

@@ -92,7 +92,10 @@ Tries = Annotated[
 PairTime = Annotated[
     float,
     typer.Option(
-        "--pair-time", metavar="S", help="Minimum seconds per paired try (rounds of all methods)."
+        "--pair-time",
+        metavar="S",
+        help="Minimum seconds per paired try (rounds of all methods); extra rounds to tighten the "
+        "intervals get 10× this.",
     ),
 ]
 OptLevel = Annotated[

@@ -88,13 +88,19 @@ def macs(kind: str, batch: int, tokens: int, dim: int, heads: int) -> int:
 
 
 def build(kind: str, batch: int, tokens: int, dim: int, heads: int, opset: int):
+    return graph_of(kind, products(kind, batch, tokens, dim, heads), opset, "edgeattn.bench.floor")
+
+
+def graph_of(kind: str, prods: list[Product], opset: int, producer: str):
+    """The floor graph of ``prods``: one MatMul per product, weights as initializers,
+    activations as inputs, every product an output (also ``bench.floor_zoo``'s)."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     inputs, outputs, inits, nodes = [], [], [], []
-    for p in products(kind, batch, tokens, dim, heads):
+    for p in prods:
         a, b, y = f"{p.name}_a", f"{p.name}_b", p.name
         inputs.append(helper.make_tensor_value_info(a, TensorProto.FLOAT, list(p.a)))
         if p.b_const:  # scaled like a default-initialised Linear, so values stay O(1)
@@ -107,7 +113,7 @@ def build(kind: str, batch: int, tokens: int, dim: int, heads: int, opset: int):
         nodes.append(helper.make_node("MatMul", [a, b], [y], name=f"/floor/{p.name}/MatMul"))
     graph = helper.make_graph(nodes, kind, inputs, outputs, initializer=inits)
     model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="edgeattn.bench.floor"
+        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name=producer
     )
     model.ir_version = 8
     onnx.checker.check_model(model)

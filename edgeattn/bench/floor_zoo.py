@@ -60,32 +60,10 @@ def macs(kind: str, batch: int, tokens: int, dim: int, heads: int = 1) -> int:
 
 def build(kind: str, batch: int, tokens: int, dim: int, heads: int, opset: int):
     """The floor graph: one MatMul per product, as :func:`edgeattn.bench.floor.build`."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from edgeattn.bench.floor import graph_of
 
-    rng = np.random.default_rng(0)
-    inputs, outputs, inits, nodes = [], [], [], []
-    for p in products(kind, batch, tokens, dim, heads):
-        a, b, y = f"{p.name}_a", f"{p.name}_b", p.name
-        inputs.append(helper.make_tensor_value_info(a, TensorProto.FLOAT, list(p.a)))
-        if p.b_const:  # scaled like a default-initialised Linear, so values stay O(1)
-            w = (rng.standard_normal(p.b) / np.sqrt(p.b[0])).astype(np.float32)
-            inits.append(numpy_helper.from_array(w, b))
-        else:
-            inputs.append(helper.make_tensor_value_info(b, TensorProto.FLOAT, list(p.b)))
-        shape = list(p.a[:-1]) + [p.b[-1]]
-        outputs.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, shape))
-        nodes.append(helper.make_node("MatMul", [a, b], [y], name=f"/floor/{p.name}/MatMul"))
-    graph = helper.make_graph(nodes, kind, inputs, outputs, initializer=inits)
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", opset)],
-        producer_name="edgeattn.bench.floor_zoo",
-    )
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    prods = products(kind, batch, tokens, dim, heads)
+    return graph_of(kind, prods, opset, "edgeattn.bench.floor_zoo")
 
 
 def export(

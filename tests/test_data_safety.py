@@ -31,12 +31,7 @@ EXE = [sys.executable, "-m", "edgeattn.cli"]
 GUARD_S = 20  # the guards' bound is 5 s; generous here for a loaded machine (see module doc)
 
 
-def run_cli(*args: str, cache: Path, timeout: int = 120, cwd: Path | None = None):
-    env = dict(os.environ, EDGEATTN_CACHE=str(cache))
-    env.pop("EDGEATTN_DEBUG", None)
-    return subprocess.run(
-        [*EXE, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd
-    )
+from test_preflight import run_cli  # noqa: E402 (the CLI in a subprocess, one export cache)
 
 
 def one_error_line(r: subprocess.CompletedProcess) -> str:

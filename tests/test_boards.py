@@ -475,8 +475,11 @@ def test_signal_mid_bench_cleans_up_both_sides(sig, pi4, export_cache, tmp_path)
                 break
         assert device_runtime_procs(pi4), "".join(seen)[-3000:]
         time.sleep(1)
-        ctl |= _control_dirs(p.pid)
-        assert ctl and all(os.path.isdir(c) for c in ctl), ctl
+        # the sockets live now (an earlier connection, e.g. the reachability check, may have
+        # come and gone with its own directory: ``ctl`` keeps it for the final check)
+        live = _control_dirs(p.pid)
+        assert live and all(os.path.isdir(c) for c in live), (live, ctl)
+        ctl |= live
         os.kill(p.pid, sig)
         rc = p.wait(60)
         rest = p.stdout.read()

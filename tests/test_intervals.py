@@ -20,7 +20,7 @@ def _binom_ci_reference(n: int, conf: float = 0.95) -> int:
     return j
 
 
-@pytest.mark.parametrize("n", [6, 10, 20, 57, 200])
+@pytest.mark.parametrize("n", [6, 10, 20, 57, 200, 1001, 3000])
 def test_median_ci_ranks_match_the_binomial(n):
     xs = list(range(1, n + 1))  # x_(k) == k
     lo, hi, conf = I.median_ci(xs)
@@ -29,6 +29,16 @@ def test_median_ci_ranks_match_the_binomial(n):
     assert conf >= 0.95
     # one rank narrower would fall below 95 %
     assert 1 - 2 * sum(math.comb(n, i) / 2**n for i in range(j + 1)) < 0.95
+
+
+def test_median_ci_scales_to_a_sustained_run():
+    """120k rounds (a 2-minute run of 1 ms rounds): the rank is the normal approximation's
+    n/2 - 1.96·sqrt(n)/2 (within a rank or two), computed without a quadratic sum."""
+    n = 120_000
+    lo, hi, conf = I.median_ci(list(range(1, n + 1)))
+    approx = n / 2 - 1.959964 * math.sqrt(n) / 2
+    assert abs(lo - approx) <= 2 and hi == n - lo + 1
+    assert 0.95 <= conf < 0.951
 
 
 def test_median_ci_too_few_values_says_so():

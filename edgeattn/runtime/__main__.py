@@ -8,7 +8,10 @@ Contract (the remote helper and the bench build on it):
   prefixed ``[edgeattn-runtime]``. A spec may add ``"paired": [groups]`` (members timed in
   interleaved rounds in one process, one ``kind: "paired"`` record per group, after the runs; see
   ``paired.py``) and ``"isolated": false`` (measure only the groups), and ``"run_id"`` (else
-  ``$EDGEATTN_RUN_ID``): copied into every record, naming the host command's run. Exit 0: all runs ok; 3: some run failed (its error record is
+  ``$EDGEATTN_RUN_ID``): copied into every record, naming the host command's run; ``"cpus"``
+  (``[0, 1]``, ``"0,2-3"``, ``"big"``, ``"little"``, ``"all"``) pins the process to those cores
+  before anything runs, gives runs with ``intra_op_threads`` 0 one thread per core, and is
+  recorded in every record as ``placement`` (absent without it). Exit 0: all runs ok; 3: some run failed (its error record is
   still printed); 2: bad spec or bad usage (one line naming the field and the valid values).
 * ``env``: the device fingerprint as one JSON object.
 * ``check``: preflight as one JSON object with ``ok``; works (nulls) without numpy/onnxruntime.
@@ -37,7 +40,7 @@ EXIT_USAGE = 2
 EXIT_RUN_FAILED = 3
 EXIT_INTERRUPTED = 130
 
-SPEC_KEYS = ("defaults", "runs", "paired", "isolated", "run_id")
+SPEC_KEYS = ("defaults", "runs", "paired", "isolated", "run_id", "cpus")
 RUN_ID_ENV = "EDGEATTN_RUN_ID"  # the run id when the spec has none (the host's local runs)
 _RUN_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-")
 _DEEP_MERGE = ("meta", "inputs", "provider_options")
@@ -159,6 +162,17 @@ def parse_paired(spec: Dict[str, Any], specs: List[Any]) -> Tuple[List[Any], boo
     return groups, isolated
 
 
+def parse_placement(spec: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The spec's ``cpus`` resolved on this device (see ``measure.placement``), or None."""
+    from .measure import placement
+    from .session import RuntimeSpecError
+
+    try:
+        return placement(spec.get("cpus"))
+    except RuntimeSpecError as exc:
+        raise UsageError(f"bad spec: {exc}") from None
+
+
 def spec_run_id(spec: Dict[str, Any]) -> Optional[str]:
     """The spec's ``run_id`` (else ``$EDGEATTN_RUN_ID``, else None): 1-128 of [A-Za-z0-9._:-]."""
     value = spec.get("run_id")
@@ -232,7 +246,7 @@ def _records_channel() -> Iterator[Callable[[str], None]]:
 
 def cmd_measure(args: argparse.Namespace) -> int:
     from . import records
-    from .measure import measure, spec_key
+    from .measure import measure, placement_record, spec_key
     from .paired import measure_group
 
     if args.resume and not args.out:
@@ -242,6 +256,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     specs = parse_spec(spec, base)
     groups, isolated = parse_paired(spec, specs)
     run_id = spec_run_id(spec)
+    place = parse_placement(spec)
     done = set()
     if args.resume:
         try:
@@ -254,6 +269,11 @@ def cmd_measure(args: argparse.Namespace) -> int:
         except OSError as exc:
             return _out_failed(args.out, exc, "cannot write records to")
 
+    if place is not None:
+        from .measure import apply_placement
+
+        apply_placement(place, specs)
+        say(f"pinned to cores {','.join(map(str, place['cpus']))} (cpus {place['request']!r})")
     failed = 0
     n = len(specs)
     with _records_channel() as emit:
@@ -267,6 +287,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
             say(f"{tag}: {os.path.basename(rs.model)} on {rs.device}")
             rec = measure(rs, log=lambda msg, tag=tag: say(f"{tag}: {msg}"))
             rec["run_id"] = run_id
+            if place is not None:
+                rec["placement"] = placement_record(place, rec)
             if rec["status"] != "ok":
                 failed += 1
             emit(records.dumps(rec))
@@ -288,6 +310,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
             say(f"{tag}: {len(grp.runs)} members in interleaved rounds")
             rec = measure_group(grp, by_id, log=lambda msg, tag=tag: say(f"{tag}: {msg}"))
             rec["run_id"] = run_id
+            if place is not None:
+                rec["placement"] = placement_record(place, rec)
             n += 1
             if rec["status"] != "ok":
                 failed += 1

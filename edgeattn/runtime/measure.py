@@ -474,6 +474,63 @@ def round_mb(v: Optional[float]) -> Optional[float]:
     return round(v, 2) if v is not None else None
 
 
+# -------------------------------------------------------------------------------------- placement
+
+
+def placement(request: Any) -> Optional[Dict[str, Any]]:
+    """The measure spec's ``cpus`` (a list of core ids, or ``"0,2-3"``, ``"big"``, ``"little"``,
+    ``"all"``: all the cores this process may use) as ``{"cpus": [...], "request": text}``, or
+    None when not asked. ``RuntimeSpecError`` (one line) on bad text, a core this process cannot
+    use, or a platform without ``os.sched_setaffinity``."""
+    if request is None:
+        return None
+    from . import conditions
+
+    try:
+        cpus = conditions.parse_cpus(request)
+    except ValueError as exc:
+        raise RuntimeSpecError(str(exc)) from None
+    if not hasattr(os, "sched_setaffinity"):
+        raise RuntimeSpecError(
+            f"cpus {request!r} cannot be applied: this platform ({sys.platform}) has no "
+            "sched_setaffinity (Linux only); leave cpus out"
+        )
+    usable = conditions.usable_cpus()
+    if isinstance(request, str) and request.strip().lower() == "all":
+        cpus = usable
+    missing = [c for c in cpus if c not in usable]
+    if missing:
+        raise RuntimeSpecError(
+            f"cpus {request!r} names core(s) {conditions.cpu_list_text(missing)} this process "
+            f"cannot run on; usable cores: {conditions.cpu_list_text(usable)}"
+        )
+    text = request.strip() if isinstance(request, str) else ",".join(str(c) for c in cpus)
+    return {"cpus": cpus, "request": text}
+
+
+def apply_placement(place: Optional[Dict[str, Any]], specs: List[RunSpec]) -> None:
+    """Pin this process (and the ORT threads it starts later) to ``place["cpus"]``; runs that
+    leave ``intra_op_threads`` at 0 get one intra-op thread per core."""
+    if place is None:
+        return
+    os.sched_setaffinity(0, place["cpus"])  # type: ignore[attr-defined]
+    for rs in specs:
+        if rs.intra_op_threads == 0:
+            rs.intra_op_threads = len(place["cpus"])
+
+
+def placement_record(place: Optional[Dict[str, Any]], rec: Dict[str, Any]) -> Any:
+    """``rec["placement"]``: the cores, the request as given and the record's intra-op threads."""
+    if place is None:
+        return None
+    session = rec.get("session") or {}
+    return {
+        "cpus": list(place["cpus"]),
+        "request": place["request"],
+        "intra_op_threads": session.get("intra_op_threads"),
+    }
+
+
 # ---------------------------------------------------------------------------------------- measure
 
 _FINGERPRINT: Optional[Dict[str, Any]] = None

@@ -13,6 +13,15 @@ within ``tolerance``. Ratios are summarised over the rounds of all tries (median
 ratios, order-statistic 95 % interval). Optionally some members also get a profiled pass (ORT's
 profiler, separate sessions) for the op-level breakdown.
 
+Between rounds (outside every member's timed span) ``conditions.RoundLog`` samples the device's
+conditions: each round gets ``round_conditions`` (temperature, lowest core MHz, Pi throttle bits,
+``marked`` when throttled or below ``freq_floor`` x max MHz), and where an energy counter is readable
+``round_energy_uj`` per member run; ``conditions_overhead_us`` is the median sampling cost per round.
+``sustained_s`` runs one try of rounds back to back for that long (no stability stop, every round
+kept, max_rounds ignored); ``cooldown`` waits before each try (``{"seconds": S}`` or
+``{"until_within_c": X, "max_s": S}``: until the temperature is back within X °C of the group's
+start), the wait recorded in the try as ``cooldown_s``.
+
 Peak memory here is the whole group's (all sessions share the process): per-method memory comes
 from each method's own isolated record (``kind: "isolated"``), and this record says so.
 
@@ -23,7 +32,8 @@ Spec (inside a ``measure`` spec, next to ``runs``)::
                             "den": "sima_qk/N4096"}],
                 "min_rounds": 20, "max_rounds": 500, "min_time_s": 2, "max_time_s": 20,
                 "tries": 3, "tolerance": 0.05, "seed": 0,
-                "profile": ["softmax/N4096", "sima_qk/N4096"], "profile_runs": 3}],
+                "profile": ["softmax/N4096", "sima_qk/N4096"], "profile_runs": 3,
+                "freq_floor": 0.9, "cooldown": {"seconds": 10}}],  # or "sustained_s": 120
     "isolated": true      # false: measure only the groups, not each run alone
 
 Python 3.8, numpy + onnxruntime only (imported lazily through ``measure``).
@@ -37,8 +47,10 @@ import random
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+from . import conditions as cond
 from . import intervals as stats
 from . import records
+from .conditions import DEFAULT_FREQ_FLOOR
 from .session import RuntimeSpecError
 
 Log = Callable[[str], None]
@@ -59,6 +71,9 @@ GROUP_FIELDS = (
     "target_halfwidth",
     "budget_s",
     "meta",
+    "freq_floor",
+    "sustained_s",
+    "cooldown",
 )
 #: the one default of each paired-group knob (the host's ``Settings.pair_*`` read these)
 GROUP_DEFAULTS: Dict[str, Any] = {
@@ -74,6 +89,8 @@ GROUP_DEFAULTS: Dict[str, Any] = {
     "profile_runs": 9,
     "target_halfwidth": 0.02,
     "budget_s": 20.0,
+    # a round with a core in use below freq_floor x its max MHz is marked (0: never)
+    "freq_floor": DEFAULT_FREQ_FLOOR,
 }
 _RAW_DECIMALS = 4
 #: Thread-pool spinning off in every member session: after a run, ORT's intra-op threads spin for
@@ -162,6 +179,20 @@ class Group:
         if not isinstance(meta, dict):
             raise RuntimeSpecError("meta must be an object")
         self.meta: Dict[str, Any] = dict(meta)
+        self.freq_floor = num("freq_floor", GROUP_DEFAULTS["freq_floor"], 0)
+        if not 0 <= self.freq_floor <= 1:
+            raise RuntimeSpecError(
+                f"freq_floor {self.freq_floor!r} is invalid; expected a fraction in [0, 1] "
+                "(0 disables)"
+            )
+        self.sustained_s: Optional[float] = None
+        if d.get("sustained_s") is not None:
+            self.sustained_s = num("sustained_s", 0, 0)
+            if not 0 < self.sustained_s < float("inf"):
+                raise RuntimeSpecError(
+                    f"sustained_s {self.sustained_s!r} is invalid; expected seconds > 0"
+                )
+        self.cooldown = _cooldown(d.get("cooldown"))
 
     def protocol(self) -> Dict[str, Any]:
         return {
@@ -177,9 +208,34 @@ class Group:
             "profile_runs": self.profile_runs if self.profile else None,
             "target_halfwidth": self.target_halfwidth or None,
             "budget_s": self.budget_s or None,
+            "freq_floor": self.freq_floor,
+            "sustained_s": self.sustained_s,
+            "cooldown": self.cooldown,
             "timer": "time.perf_counter",
             "session_config": dict(NO_SPIN),
         }
+
+
+def _cooldown(v: Any) -> Optional[Dict[str, float]]:
+    """The group's ``cooldown``: {"seconds": S} or {"until_within_c": X, "max_s": S}."""
+    if v is None:
+        return None
+    valid = 'expected {"seconds": S} or {"until_within_c": X, "max_s": S} with numbers >= 0'
+
+    def ok(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < float("inf")
+
+    if isinstance(v, dict) and set(v) == {"seconds"} and ok(v["seconds"]):
+        return {"seconds": float(v["seconds"])}
+    if (
+        isinstance(v, dict)
+        and set(v) == {"until_within_c", "max_s"}
+        and ok(v["until_within_c"])
+        and ok(v["max_s"])
+        and v["until_within_c"] > 0
+    ):
+        return {"until_within_c": float(v["until_within_c"]), "max_s": float(v["max_s"])}
+    raise RuntimeSpecError(f"cooldown {v!r} is invalid; {valid} (until_within_c > 0)")
 
 
 def parse_groups(raw: Any, run_ids: List[str]) -> List[Group]:
@@ -212,12 +268,18 @@ def _rounds(
     runners: List[Callable[[], Any]],
     g: Group,
     rng: random.Random,
+    log: Optional[cond.RoundLog] = None,
 ) -> Any:
-    """One try: rounds until min_rounds AND min_time_s, capped by max_rounds / max_time_s."""
+    """One try: rounds until min_rounds AND min_time_s, capped by max_rounds / max_time_s (a
+    sustained group: rounds until sustained_s, nothing else). ``log`` samples the conditions
+    between rounds and reads the energy after each member run, outside each run's timed span."""
     clock = time.perf_counter
     k = len(runners)
     times: List[List[float]] = []
     orders: List[List[int]] = []
+    energy = log is not None and log.energy
+    if log is not None:
+        log.start_try()
     start = clock()
     reason = "min_reached"
     while True:
@@ -228,9 +290,18 @@ def _rounds(
             t0 = clock()
             runners[i]()
             row[i] = (clock() - t0) * 1e3
+            if energy:
+                log.member_done(i)  # type: ignore[union-attr]
+        if log is not None:
+            log.end_round(order)
         times.append([round(v, _RAW_DECIMALS) for v in row])
         orders.append(order)
         n, elapsed = len(times), clock() - start
+        if g.sustained_s is not None:
+            if elapsed >= g.sustained_s:
+                reason = "sustained_s"
+                break
+            continue
         if n >= g.max_rounds:
             reason = "max_rounds"
             break
@@ -239,6 +310,8 @@ def _rounds(
             break
         if n >= g.min_rounds and elapsed >= g.min_time_s:
             break
+    if log is not None:
+        log.end_try()  # decode and judge the try's samples, off the clock
     return times, orders, reason
 
 
@@ -304,6 +377,7 @@ def measure_group(g: Group, specs: Dict[str, Any], log: Optional[Log] = None) ->
         "opt_level": first.opt_level,
     }
     rec["key"] = group_key(g, [None] * len(members))
+    sampler: Optional[cond.Sampler] = None
     try:
         rec["device"] = device_fingerprint()
         infos = []
@@ -330,6 +404,9 @@ def measure_group(g: Group, specs: Dict[str, Any], log: Optional[Log] = None) ->
         gc.collect()
         mem.reset_peak()
         before = sysinfo.conditions()
+        sampler = cond.Sampler()  # the cores in use: this process's affinity
+        start_c = sampler.temperature_c()
+        log = cond.RoundLog(sampler, len(members), g.freq_floor)
         feeds_by = []
         for rs, block in zip(members, member_blocks):  # noqa: B905 (3.8)
             say(f"session for {rs.id}")
@@ -362,7 +439,16 @@ def measure_group(g: Group, specs: Dict[str, Any], log: Optional[Log] = None) ->
         started = time.perf_counter()
         pending_extension = False
         while True:
-            times, orders, reason = _rounds(runners, g, rng)
+            waited, note = cond.cool_down(g.cooldown, sampler, start_c)
+            if g.cooldown:
+                say(
+                    f"cooldown before try {len(tries) + 1}: {waited:.1f} s"
+                    + (f" ({note})" if note else "")
+                )
+            if note:
+                rec["notes"].append(f"cooldown before try {len(tries) + 1}: {note}")
+            times, orders, reason = _rounds(runners, g, rng, log)
+            slow_bits = sampler.throttle_slow()  # vcgencmd: once per try, never per round
             t = len(tries)
             all_times += times
             all_orders += orders
@@ -374,6 +460,8 @@ def measure_group(g: Group, specs: Dict[str, Any], log: Optional[Log] = None) ->
                     "rounds": len(times),
                     **({"extension": True} if pending_extension else {}),
                     "stop_reason": reason,
+                    **({"cooldown_s": waited} if g.cooldown else {}),
+                    **({"throttle_bits": slow_bits} if slow_bits is not None else {}),
                     "figures": {k: round(v, 6) for k, v in fig.items()},
                     "medians_ms": {
                         rid: round(stats.median([row[idx[rid]] for row in times]), 6)
@@ -381,7 +469,9 @@ def measure_group(g: Group, specs: Dict[str, Any], log: Optional[Log] = None) ->
                     },
                 }
             )
-            if tries[-1].get("extension"):
+            if g.sustained_s is not None:
+                stab = stats.stability(figures, 1, g.tolerance)  # one try, every round kept
+            elif tries[-1].get("extension"):
                 pass  # an extension adds rounds; the verdict stays that of the agreeing tries
             else:
                 stab = stats.stability(figures, g.tries, g.tolerance)
@@ -391,6 +481,8 @@ def measure_group(g: Group, specs: Dict[str, Any], log: Optional[Log] = None) ->
             )
             if stab["verdict"] == "pending":
                 continue
+            if g.sustained_s is not None:
+                break
             if stab["verdict"] not in ("stable", "untested") or not (
                 g.target_halfwidth and g.ratios
             ):
@@ -445,6 +537,8 @@ def measure_group(g: Group, specs: Dict[str, Any], log: Optional[Log] = None) ->
             "round_order": all_orders,
             "round_try": round_try,
             "profiles": profiles or None,
+            **({"sustained": True} if g.sustained_s is not None else {}),
+            **log.block(),
         }
         rec["memory"] = {
             "rss_after_mb": round_mb(rss_after),
@@ -458,4 +552,7 @@ def measure_group(g: Group, specs: Dict[str, Any], log: Optional[Log] = None) ->
         rec["error"] = records.one_line(exc)
         rec["error_type"] = type(exc).__name__
         say(f"error: {rec['error']}")
+    finally:
+        if sampler is not None:
+            sampler.close()
     return rec

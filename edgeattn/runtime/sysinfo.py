@@ -1,5 +1,8 @@
 """Device fingerprint: what machine, CPU, memory, thermal state and software a figure came from.
 
+The fingerprint also names what the per-round conditions sampler can read here and what it cannot
+(``conditions_sources``) and the core clusters (``clusters``: big/little), see ``conditions.py``.
+
 Every probe is guarded: anything unreadable is ``None``, never an exception. Standard library only;
 numpy, onnxruntime and psutil are imported inside functions and reported as ``None`` when missing.
 """
@@ -401,8 +404,25 @@ def fingerprint() -> Dict[str, Any]:
     fp["fp16_evidence"] = fp16.get("evidence")
     fp.update(_safe(ram_mb, {"ram_total_mb": None, "ram_available_mb": None}))
     fp.update(_safe(versions, {}))
+    fp["conditions_sources"] = _safe(conditions_sources)
+    fp["clusters"] = _safe(_clusters)
     fp["fingerprint_id"] = fingerprint_id(fp)
     return fp
+
+
+def conditions_sources() -> Dict[str, Any]:
+    """What the per-round sampler can read here (``conditions.Sampler.sources()``): cpufreq, the
+    thermal zone, Pi throttle bits, the energy counter, and the names of what could not be read."""
+    from . import conditions as cond
+
+    with cond.Sampler() as s:
+        return s.sources()
+
+
+def _clusters() -> List[Dict[str, Any]]:
+    from . import conditions as cond
+
+    return cond.clusters()
 
 
 def conditions() -> Dict[str, Any]:

@@ -790,3 +790,68 @@ def test_remote_check_from_an_ansible_inventory_group(
         recs = [r for r in _read(out) if r.get("model")]
         assert recs and all(r["host"]["spec"] == "pi4" for r in recs)
         assert all(r["host"]["python"] == "/usr/bin/python3" for r in recs)
+
+
+# --------------------------------------------------------------------------------------------------
+# device conditions (issue 23): a fake Pi sysfs tree inside the board, its throttle bits flipped
+# by the host mid-run; the device's sessions get EDGEATTN_SYSFS_ROOT from ~/.ssh/environment
+# --------------------------------------------------------------------------------------------------
+@boards
+def test_throttle_flip_on_pi4_marks_exactly_the_rounds_after_it(pi4, export_cache, tmp_path):
+    import shutil
+    import threading
+
+    from fake_sysfs import PI_THROTTLE, FakeSysfs
+    from test_conditions_report import flip_when_rounds_run
+
+    fake = FakeSysfs.pi4(pi4.root / "home/pi/fakesys")
+    envf = pi4.root / "home/pi/.ssh/environment"
+    saved = envf.read_text()
+    envf.write_text(saved + "EDGEATTN_SYSFS_ROOT=/home/pi/fakesys\n")
+    rel = "/home/pi/fakesys/" + PI_THROTTLE
+    seen: dict = {}
+    flipper = threading.Thread(
+        target=lambda: seen.update(
+            flip_when_rounds_run(
+                fake.path(PI_THROTTLE),
+                8.0,
+                600,
+                flip=lambda: fake.set_throttle(0x4),
+                match=lambda link: link.endswith(rel),
+            )
+        ),
+        daemon=True,
+    )
+    out = tmp_path / "flip.jsonl"
+    try:
+        flipper.start()
+        res = cli(
+            "bench", *SHAPE, "--warmup", "1", "--sustained", "25s", "--out", str(out),
+            "--host", "pi4", *board_args(pi4), env={"EDGEATTN_CACHE": str(export_cache)},
+        )  # fmt: skip
+        flipper.join(10)
+    finally:
+        envf.write_text(saved)
+        shutil.rmtree(fake.path(""), ignore_errors=True)  # the board as the other tests know it
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert seen.get("flipped"), seen
+    (rec,) = [r for r in _read(out) if r.get("kind") == "paired"]
+    assert rec["device"]["machine"] == "aarch64" and rec["host"]["spec"] == "pi4"
+    p = rec["paired"]
+    conds = p["round_conditions"]
+    assert p["sustained"] is True and len(conds) == len(p["rounds_ms"]) >= 10
+    assert p["conditions_sources"]["throttle"] == "sysfs"
+    assert p["conditions_sources"]["thermal"] == "cpu-thermal"
+    marked = [i for i, c in enumerate(conds) if c["marked"]]
+    throttled = [i for i, c in enumerate(conds) if (c["throttle_bits"] or 0) & 0xF]
+    assert marked == throttled and marked  # exactly the rounds taken while throttled
+    assert marked == list(range(marked[0], len(conds))) and marked[0] > 0  # after the flip
+    assert all(conds[i]["why"] == "throttled (pi bits 0x4)" for i in marked)
+    text = " ".join(res.stdout.split())
+    assert f"{len(marked)} of {len(conds)} rounds marked (throttled {len(marked)} /" in text
+    assert f"without {len(marked)} marked rounds:" in text  # the ratios with and without them
+    assert "retention softmax: last-" in text and "first marked round at" in text
+    assert "energy: not available on this device" in text
+    rep = cli("report", str(out))
+    assert rep.returncode == 0, rep.stderr
+    assert f"without {len(marked)} marked rounds:" in " ".join(rep.stdout.split())

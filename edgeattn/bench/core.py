@@ -125,6 +125,31 @@ RUNTIME_KNOBS = (
 )  # fmt: skip
 
 
+#: the longest a ``--cooldown-within`` waits for the temperature when --cooldown gives no bound
+COOLDOWN_MAX_S = 300.0
+
+
+def cpus_request(text: str) -> list[int] | str:
+    """``--cpus`` as the measure spec carries it: a list of core ids (checked here, and against
+    this machine's usable cores by the caller of a local run) or a cluster name (``big``,
+    ``little``, ``all``: resolved on the device). One-line ``BenchError`` on bad text."""
+    from edgeattn.runtime.conditions import parse_cpus
+
+    word = str(text).strip()
+    if word in ("big", "little", "all"):
+        return word
+    try:
+        got = parse_cpus(word)
+    except ValueError as exc:
+        msg = str(exc).splitlines()[0]
+        raise BenchError(
+            msg.replace("cpus ", "--cpus ", 1) if msg.startswith("cpus ") else msg
+        ) from None
+    if isinstance(got, str):
+        return got
+    return sorted(int(c) for c in got)
+
+
 @dataclass(frozen=True)
 class Settings:
     """What shapes a bench's measurements, host side. One name and one default per knob: the
@@ -161,6 +186,16 @@ class Settings:
     pair_budget_s: float = _GROUP["budget_s"]
     pair_profile: bool = True  # profile the table's profiled pair for the op-level table
     pair_profile_runs: int = _GROUP["profile_runs"]
+    # device conditions (issue 23; None = the runtime's default, the field left out of the spec):
+    # a round below freq_floor x the cores' max MHz is marked (0 disables); sustained_s runs one
+    # paired group back to back for that long (no isolated pass, every round kept); cooldown_s
+    # waits before each try, or with cooldown_within_c until the temperature is back within that
+    # many °C of the start (at most cooldown_s, else COOLDOWN_MAX_S); cpus: "0,2-3", "big", ...
+    freq_floor: float | None = None
+    sustained_s: float | None = None
+    cooldown_s: float | None = None
+    cooldown_within_c: float | None = None
+    cpus: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("tries", "pair_tries"):
@@ -174,6 +209,59 @@ class Settings:
             raise BenchError(
                 f"stability_tolerance {self.stability_tolerance!r} must be in (0, 1), e.g. 0.05"
             )
+        self._check_conditions()
+
+    def _check_conditions(self) -> None:
+        def bad(flag: str, v: Any, valid: str) -> BenchError:
+            return BenchError(f"{flag} {v!r} is invalid; expected {valid}")
+
+        def number(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+
+        if self.freq_floor is not None and not (
+            number(self.freq_floor) and 0 <= self.freq_floor <= 1
+        ):
+            raise bad(
+                "--freq-floor", self.freq_floor, "a fraction in [0, 1], e.g. 0.9 (0 disables)"
+            )
+        if self.sustained_s is not None and not (number(self.sustained_s) and self.sustained_s > 0):
+            raise bad("--sustained", self.sustained_s, "a duration > 0 such as 90s, 2m or 1.5m")
+        if self.sustained_s is not None and not self.paired:
+            raise BenchError("--sustained runs the paired group; drop --no-paired")
+        if self.cooldown_s is not None and not (number(self.cooldown_s) and self.cooldown_s >= 0):
+            raise bad("--cooldown", self.cooldown_s, "seconds >= 0, e.g. 30")
+        w = self.cooldown_within_c
+        if w is not None and not (number(w) and w > 0):
+            raise bad("--cooldown-within", w, "degrees C > 0, e.g. 2")
+        if self.cpus is not None:
+            cpus_request(self.cpus)  # a bad list fails here, before any export
+
+    def cooldown(self) -> dict[str, float] | None:
+        """The group's ``cooldown`` field, or None."""
+        if self.cooldown_within_c is not None:
+            return {
+                "until_within_c": float(self.cooldown_within_c),
+                "max_s": float(self.cooldown_s if self.cooldown_s is not None else COOLDOWN_MAX_S),
+            }
+        if self.cooldown_s:
+            return {"seconds": float(self.cooldown_s)}
+        return None
+
+    def group_fields(self) -> dict[str, Any]:
+        """The conditions fields of a paired group spec (only those set)."""
+        out: dict[str, Any] = {}
+        if self.freq_floor is not None:
+            out["freq_floor"] = float(self.freq_floor)
+        if self.sustained_s is not None:
+            out["sustained_s"] = float(self.sustained_s)
+        cd = self.cooldown()
+        if cd:
+            out["cooldown"] = cd
+        return out
+
+    def spec_fields(self) -> dict[str, Any]:
+        """The measure-spec level fields (``cpus``), only when set."""
+        return {} if self.cpus is None else {"cpus": cpus_request(self.cpus)}
 
     def runtime_fields(self) -> dict[str, Any]:
         """The runtime knobs, as a ``RunSpec`` spells them (the same names)."""
@@ -402,6 +490,9 @@ def paired_specs(jobs: Sequence[Job], settings: Settings) -> list[dict[str, Any]
                 )
         if any(j.precision != "fp32" for j in grp):
             spec["meta"]["precisions"] = [j.precision for j in grp]
+        spec.update(settings.group_fields())
+        if settings.sustained_s is not None:  # one try, back to back: no profiled pass
+            spec["profile"] = []
         out.append(spec)
     return out
 
@@ -420,11 +511,15 @@ def measure_local(
 
     records: list[dict[str, Any]] = []
     t0 = time.monotonic()
-    for i, job in enumerate(jobs, 1):
+    extra = settings.spec_fields()
+    alone = [] if settings.sustained_s is not None else jobs  # sustained: the paired group only
+    for i, job in enumerate(alone, 1):
         if on_progress:
             on_progress(f"measuring {job.id} alone ({i}/{len(jobs)})")
-        records += run_local([job_run_spec(job, settings)], out=out, resume=resume)
-    if timing is not None:
+        records += run_local(
+            [job_run_spec(job, settings)], out=out, resume=resume, spec_extra=extra
+        )
+    if timing is not None and alone:
         timing["isolated_s"] = time.monotonic() - t0
     t0 = time.monotonic()
     if settings.paired:
@@ -433,12 +528,17 @@ def measure_local(
             if not specs:
                 continue
             if on_progress:
+                how = (
+                    f"sustained for {settings.sustained_s:g} s"
+                    if settings.sustained_s is not None
+                    else "paired, interleaved"
+                )
                 on_progress(
-                    f"measuring {', '.join(j.method.key for j in grp)} paired, interleaved "
+                    f"measuring {', '.join(j.method.key for j in grp)} {how} "
                     f"(N={grp[0].shape.tokens})"
                 )
             runs = [job_run_spec(j, settings) for j in grp]
-            records += run_local(runs, out=out, resume=resume, paired=specs)
+            records += run_local(runs, out=out, resume=resume, paired=specs, spec_extra=extra)
     if timing is not None:
         timing["paired_s"] = time.monotonic() - t0
     return records
@@ -451,11 +551,13 @@ def run_local(
     on_record: Callable[[dict[str, Any]], None] | None = None,
     on_progress: Callable[[str], None] | None = None,
     paired: Sequence[dict[str, Any]] | None = None,
+    spec_extra: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Measure each run in its own ``python -m edgeattn.runtime`` process (see module doc).
 
     With ``paired`` (runtime group specs over these runs' ids): one process measures only the
     groups, all their members' sessions side by side in interleaved rounds (``kind: "paired"``).
+    ``spec_extra``: measure-spec level fields of every spec (``cpus``: the process's placement).
     """
     records: list[dict[str, Any]] = []
     env = dict(os.environ)
@@ -464,6 +566,8 @@ def run_local(
         specs = [({"runs": list(runs), "paired": list(paired), "isolated": False}, "paired")]
     else:
         specs = [({"runs": [run]}, run.get("id")) for run in runs]
+    for spec, _ in specs:
+        spec.update(spec_extra or {})
     from edgeattn import integrity
 
     run_id = integrity.current()
@@ -538,9 +642,11 @@ def run_on_hosts(
         if console is not None:
             console.print(f"[dim]{host_or_msg if msg is None else f'{host_or_msg}: {msg}'}[/]")
 
-    spec: dict[str, Any] = {"runs": runs}
+    spec: dict[str, Any] = {"runs": runs, **settings.spec_fields()}
     if settings.paired:
         spec["paired"] = paired_specs(jobs, settings)
+    if settings.sustained_s is not None and spec.get("paired"):
+        spec["isolated"] = False  # sustained: the paired group only
     outcomes = run_many(
         list(hosts),
         spec,

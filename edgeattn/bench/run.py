@@ -240,6 +240,7 @@ class BenchResult:
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> summary
     plot: Path | None = None
     timing: str = ""  # where the time went and what it bought (one line)
+    sustained_plot: Path | None = None  # --sustained: latency and temperature against time
 
 
 def reach_hosts(remote: Remote, on_progress: Say = silent) -> None:
@@ -292,8 +293,15 @@ def bench_methods(methods: str | None, ops: bool = False) -> list[str]:
     return names
 
 
+#: graphs built at their own precision: with ``--precision int8-static`` a float32 floor brings
+#: its int8 twin (``floor_qk`` -> ``floor_qk_int8``, edgeattn.bench.floor)
+INT8_GRAPH_SUFFIX = {"int8-static": "_int8"}
+
+
 def bench_jobs(shape: core.Shape, names: Sequence[str], precision: str = "fp32") -> list[core.Job]:
-    """Each method at each precision (the pure-op graphs at fp32 only)."""
+    """Each block at each precision; each graph (pure op, floor) once, as built: a graph has
+    its precision in its name (``floor_kv_int8``), and a float32 floor brings its int8 twin
+    when an int8 precision it has one for is asked."""
     from edgeattn.errors import ExportError
     from edgeattn.export.precision import parse_precisions
 
@@ -301,12 +309,19 @@ def bench_jobs(shape: core.Shape, names: Sequence[str], precision: str = "fp32")
         precisions = parse_precisions(precision)
     except ExportError as exc:
         raise BenchError(str(exc).replace("precision=", "--precision ")) from None
-    return [
-        core.Job(core.METHODS[m], shape, precision=p)
-        for p in precisions
+    jobs = [  # in --methods order, the graphs with the first precision's blocks
+        core.Job(core.METHODS[m], shape, precision="fp32" if core.METHODS[m].is_graph else p)
+        for i, p in enumerate(precisions)
         for m in names
-        if p == "fp32" or not core.METHODS[m].is_graph
+        if i == 0 or not core.METHODS[m].is_graph
     ]
+    for p in precisions:
+        suffix = INT8_GRAPH_SUFFIX.get(p)
+        for m in [m for m in names if core.METHODS[m].is_graph and suffix]:
+            twin = f"{m}{suffix}"
+            if twin in core.METHODS and twin not in names:
+                jobs.append(core.Job(core.METHODS[twin], shape))
+    return jobs
 
 
 def _fp16_warning(jobs: Sequence[core.Job], st: core.Settings, remote: Remote | None) -> str | None:
@@ -359,6 +374,8 @@ def run_bench(
         warmup=st.warmup, min_runs=st.min_runs, min_time=st.min_time_s, max_time=st.max_time_s,
         hosts=hosts, memory_guard=memory_guard, methods=names,
     )  # fmt: skip
+    if not hosts:
+        check_local_cpus(st.cpus)
     if hosts:
         reach_hosts(remote, on_progress)  # an unreachable host fails before any export
     started = time.monotonic()
@@ -369,11 +386,50 @@ def run_bench(
     )
     res.timing = timing_line(time.monotonic() - started, phases, records)
     res.summaries = {d: report.bench_summary(r) for d, r in group_by_device(records).items()}
+    if st.sustained_s is not None:  # the over-time plot, next to the records unless --plot
+        res.sustained_plot, plot = sustained_plot(records, plot or out, res.shape), None
     if plot:
         from edgeattn.bench.plot import plot_records
 
         res.plot = plot_records(records, plot, title=res.shape)
     return res
+
+
+def check_local_cpus(cpus: str | None) -> None:
+    """``--cpus`` as a list, on a local run: every core must be one this process may use."""
+    if cpus is None or not hasattr(os, "sched_getaffinity"):
+        return
+    want = core.cpus_request(cpus)
+    if isinstance(want, str):  # a cluster name: this machine's clusters (the runtime's reading)
+        from edgeattn.runtime.conditions import parse_cpus
+
+        try:
+            want = parse_cpus(want)
+        except ValueError as exc:
+            msg = str(exc).splitlines()[0]
+            raise BenchError(msg.replace("cpus ", "--cpus ", 1)) from None
+    usable = sorted(os.sched_getaffinity(0))
+    gone = [c for c in want if c not in usable]
+    if gone:
+        raise BenchError(
+            f"--cpus {cpus!r}: core {gone[0]} is not usable here; usable cores: "
+            f"{','.join(map(str, usable))}"
+        )
+
+
+def sustained_plot(records: Sequence[dict[str, Any]], where: Path, title: str) -> Path | None:
+    """The sustained PNG of the latest paired record: ``where`` when it is an image file name,
+    else ``<records stem>-sustained.png``."""
+    from edgeattn.bench import conditions as cond
+    from edgeattn.bench.report import latest_paired
+
+    prec = latest_paired(records)
+    if prec is None or not cond.has_conditions(prec):
+        return None
+    path = Path(where)
+    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
+        path = cond.sustained_plot_path(path)
+    return cond.plot_sustained(prec, path, title=f"{title}: sustained")
 
 
 # --------------------------------------------------------------------------------------- profile

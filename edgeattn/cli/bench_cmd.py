@@ -130,16 +130,24 @@ def bench(
             "(export --precision); speed-up vs fp32 from the paired rounds.",
         ),
     ] = "fp32",
+    cpus: opts.Cpus = None,
+    cooldown: opts.Cooldown = None,
+    cooldown_within: opts.CooldownWithin = None,
+    sustained: opts.Sustained = None,
+    freq_floor: opts.FreqFloor = None,
 ) -> None:
     """Exp vs l1: time single attention blocks (softmax, SimA at fixed and dynamic order, SOFT, XCA, ORT fused softmax)."""
     # Long because of its option list (typer reads the signature); the body is parse, one library
     # call, print.
     from edgeattn.bench import core, preflight, run
+    from edgeattn.bench.conditions import parse_duration
     from edgeattn.cli.console import progress
 
     con = _console()
     shape = core.Shape(tokens, dim, heads, batch)
     st = run.settings(
+        cpus=cpus, cooldown_s=cooldown, cooldown_within_c=cooldown_within,
+        sustained_s=parse_duration(sustained), freq_floor=freq_floor,
         device=device, intra_op_threads=threads, warmup=warmup, min_runs=min_runs, min_time_s=min_time,
         max_time_s=max_time, profile=profile, opt_level=opt_level, opset=opset, paired=paired,
         pair_tries=tries, pair_min_time_s=pair_time,
@@ -160,9 +168,22 @@ def bench(
             on_warning=_warn(con), kept=kept,
         )  # fmt: skip
     if as_json:
+        from edgeattn.bench.conditions import conditions_summary
+        from edgeattn.bench.report import latest_paired
+        from edgeattn.bench.run import group_by_device
+
+        conds = {
+            d: conditions_summary(latest_paired(r)) for d, r in group_by_device(res.records).items()
+        }
         typer.echo(
             json.dumps(
-                {"shape": res.shape, "out": str(res.out), "summary": res.summaries}, indent=2
+                {
+                    "shape": res.shape,
+                    "out": str(res.out),
+                    "summary": res.summaries,
+                    **({"conditions": conds} if any(conds.values()) else {}),
+                },
+                indent=2,
             )
         )
     else:
@@ -189,11 +210,16 @@ def _print_bench(con: Any, res: Any, tries: int) -> None:
     from edgeattn.cli.console import keep_whole
 
     for dev, recs in group_by_device(res.records).items():
+        from edgeattn.bench.conditions import placement_line
+
+        place = placement_line(recs)
+        if place:
+            con.print(place)
         table = report.bench_table(recs, title=f"{res.shape} on {dev}")
         con.print(keep_whole(table, *range(len(table.columns))))
         con.print("[dim]" + report.table_note(recs) + "[/]")
         alone = report.deployed_table(recs)
-        if alone is not None:
+        if alone is not None and report.isolated(recs):  # a sustained run has no alone pass
             con.print(keep_whole(alone, *range(len(alone.columns))))
         con.print("[dim]" + "; ".join(report.legend(recs)) + ". F = fused attention op.[/]")
         for line in report.summary_lines(res.summaries[dev], res.shape):
@@ -215,9 +241,26 @@ def _print_bench(con: Any, res: Any, tries: int) -> None:
                     f"[{r['ci_low']:.2f}–{r['ci_high']:.2f}] (95 % CI, {r['rounds']} paired "
                     "rounds)" + (" no measurable difference" if r.get("contains_one") else "")
                 )
+        _print_conditions(con, report.latest_paired(recs))
     if getattr(res, "timing", None):
         con.print("[dim]" + res.timing + "[/]", soft_wrap=True)
+    if getattr(res, "sustained_plot", None):
+        con.print(f"sustained plot: {res.sustained_plot}", soft_wrap=True)
     con.print(f"records: {res.out}", soft_wrap=True)
+
+
+def _print_conditions(con: Any, prec: dict | None) -> None:
+    """The paired group's conditions lines, and the sustained table and lines (issue 23)."""
+    from edgeattn.bench import conditions as cond
+
+    if prec is None:
+        return
+    if cond.is_sustained(prec):
+        con.print(cond.sustained_table(prec))
+        for line in cond.sustained_lines(prec):
+            con.print("  " + line, soft_wrap=True)
+    for line in cond.condition_lines(prec):
+        con.print("  " + line, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------ sweep
@@ -482,6 +525,11 @@ def report_cmd(
             con.print(f"[bold]{item['label']}[/] at {item['shape']}")
             for line in lines:
                 con.print("  " + line)
+    from edgeattn.bench import conditions as cond
+
+    for label, prec in cond.conditions_records(records):
+        con.print(f"[bold]{label}[/] conditions")
+        _print_conditions(con, prec)
     bad = run.failures(records)
     if bad:
         con.print(f"[yellow]{len(bad)} error record(s) not shown[/]")

@@ -130,6 +130,18 @@ def _ort_device(fp: dict) -> str | None:
     return str(fp["ort_device"]) if fp.get("ort_device") else None
 
 
+def _clusters(fp: dict) -> str | None:
+    from edgeattn.runtime.conditions import clusters_text
+
+    return clusters_text(fp.get("clusters"))
+
+
+def _conditions(fp: dict) -> str | None:
+    from edgeattn.runtime.conditions import sources_text
+
+    return sources_text(fp.get("conditions_sources"))
+
+
 def _field(key: str) -> Callable[[dict], str | None]:
     return lambda fp: plain(fp[key]) if _known(fp.get(key)) else None
 
@@ -143,6 +155,8 @@ _ROWS: tuple[tuple[str, tuple[str, ...], Callable[[dict], str | None]], ...] = (
     ("cpu", ("cpu_model",), _field("cpu_model")),
     ("cores", ("cores_physical", "cores_logical", "cores_usable"), _cores),
     ("cpu frequency", ("cpufreq",), _cpufreq),
+    ("clusters", ("clusters",), _clusters),
+    ("conditions", ("conditions_sources",), _conditions),
     ("temperature", ("temperature_c", "thermal_zones"), _temperature),
     ("throttled", ("throttled",), _field("throttled")),
     ("jetson", ("jetson",), _field("jetson")),
@@ -158,7 +172,7 @@ _ROWS: tuple[tuple[str, tuple[str, ...], Callable[[dict], str | None]], ...] = (
 )
 
 #: fields that only some devices have: when absent, not worth a "not reported" mention
-_OPTIONAL = {"throttled", "jetson", "gpu"}
+_OPTIONAL = {"throttled", "jetson", "gpu", "clusters", "conditions"}
 
 
 def env_rows(fp: dict) -> list[Row]:

@@ -110,6 +110,49 @@ NoMemoryGuard = Annotated[
     bool,
     flag("--no-memory-guard", help="Measure even what looks too big for the memory here."),
 ]
+# -- device conditions (issue 23) ------------------------------------------------------------------
+Cpus = Annotated[
+    str | None,
+    typer.Option(
+        "--cpus",
+        metavar="LIST",
+        help="Pin the runtime to these cores (0,2-3) or a cluster (big, little, all; resolved on "
+        "the device); ORT's intra-op threads default to their count.",
+    ),
+]
+Cooldown = Annotated[
+    float | None,
+    typer.Option(
+        "--cooldown",
+        metavar="SECONDS",
+        help="Wait this long before each paired try (with --cooldown-within: the longest wait).",
+    ),
+]
+CooldownWithin = Annotated[
+    float | None,
+    typer.Option(
+        "--cooldown-within",
+        metavar="C",
+        help="Before each paired try, wait until the temperature is back within C °C of the start.",
+    ),
+]
+Sustained = Annotated[
+    str | None,
+    typer.Option(
+        "--sustained",
+        metavar="DURATION",
+        help="Run the methods paired, back to back, for DURATION (90s, 2m, 1.5m): latency over "
+        "time, retention ratio, time to first throttle, and a plot.",
+    ),
+]
+FreqFloor = Annotated[
+    float | None,
+    typer.Option(
+        "--freq-floor",
+        metavar="F",
+        help="Mark rounds run below F × the cores' max frequency (default 0.9; 0 disables).",
+    ),
+]
 
 
 def _method_help() -> str:

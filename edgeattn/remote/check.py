@@ -175,6 +175,7 @@ def _read_env(report: dict[str, Any], env: Mapping[str, Any], cpu: dict[str, Any
     report["device_model"] = env.get("device_model")
     report["emulated"] = env.get("emulated")
     report["fp16_native"] = env.get("fp16_native")
+    _read_conditions(report, env)
     if env.get("fp16_native") is False:
         report["notes"].append(
             "fp16 runs emulated on this CPU (no native half-precision arithmetic: "
@@ -188,6 +189,21 @@ def _read_env(report: dict[str, Any], env: Mapping[str, Any], cpu: dict[str, Any
             f"this device is emulated ({env['emulated']}: {env.get('emulated_hint') or '?'}): "
             "it proves the device path works; its timings are not device speed"
         )
+
+
+def _read_conditions(report: dict[str, Any], env: Mapping[str, Any]) -> None:
+    """The clusters and the condition sources the device's fingerprint names, as notes
+    ('cpus 0-3 little (1800 MHz), 4-7 big (2400 MHz)'; 'readable: thermal, cpufreq; ...')."""
+    from edgeattn.runtime.conditions import clusters_text, sources_text
+
+    report["clusters"] = env.get("clusters")
+    report["conditions_sources"] = env.get("conditions_sources")
+    text = clusters_text(env.get("clusters"))
+    if text:
+        report["notes"].append(text)
+    text = sources_text(env.get("conditions_sources"))
+    if text:
+        report["notes"].append("conditions " + text)
 
 
 def _find_problems(report: dict[str, Any], probe_line: str, check: Any) -> None:

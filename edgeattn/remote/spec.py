@@ -134,3 +134,19 @@ def validate_spec(spec: Any, base_dir: str | os.PathLike | None = None) -> None:
         from edgeattn.errors import SpecError
 
         raise SpecError(str(exc).splitlines()[0]) from None
+    _check_cpus(spec.get("cpus"))
+
+
+def _check_cpus(cpus: Any) -> None:
+    """``cpus``: a core list is checked here; a cluster word (big, little, all) is the device's
+    to resolve (this machine's clusters say nothing about it)."""
+    from edgeattn.runtime.conditions import CPU_WORDS, parse_cpus
+
+    if cpus is None or (isinstance(cpus, str) and cpus.strip().lower() in CPU_WORDS):
+        return
+    try:
+        parse_cpus(cpus)
+    except ValueError as exc:
+        from edgeattn.errors import SpecError
+
+        raise SpecError(f"bad spec: {str(exc).splitlines()[0]}") from None

@@ -815,3 +815,49 @@ def parse_cpus(value: Any, root: Optional[str] = None) -> List[int]:
         hi = int(m.group(2)) if m.group(2) is not None else lo
         out.extend(range(lo, hi + 1))
     return sorted(set(out))
+
+
+# ------------------------------------------------------------------ how the host says it (text)
+def sources_text(src: Optional[Dict[str, Any]]) -> Optional[str]:
+    """'readable: thermal (cpu-thermal), cpufreq; not readable: throttle bits, energy (no
+    powercap, hwmon)'."""
+    if not src:
+        return None
+    yes, no = [], []
+    if src.get("thermal"):
+        yes.append(f"thermal ({src['thermal']})")
+    else:
+        no.append("thermal")
+    (yes if src.get("cpufreq") else no).append("cpufreq")
+    if src.get("throttle"):
+        yes.append(f"throttle bits ({src['throttle']})")
+    else:
+        no.append("throttle bits")
+    e = src.get("energy")
+    missing = [str(x) for x in src.get("unreadable") or []]
+    if e:
+        yes.append(f"energy ({e.get('kind')} {e.get('name')})")
+    else:
+        looked = [x for x in missing if x in ("powercap", "hwmon", "pmic")]
+        no.append(f"energy (no {', '.join(looked)})" if looked else "energy")
+    known = {"thermal", "cpufreq", "throttle", "powercap", "hwmon", "pmic", "energy"}
+    no += [x for x in missing if x not in known]
+    text = "readable: " + (", ".join(yes) if yes else "none")
+    return text + ("; not readable: " + ", ".join(no) if no else "")
+
+
+def clusters_text(clusters: Optional[Sequence[Dict[str, Any]]]) -> Optional[str]:
+    """'cpus 0-3 little (1800 MHz), 4-7 big (2400 MHz)'; one uniform cluster: 'cpus 0-3 all
+    (1500 MHz, one cluster)'; None when unknown."""
+    if not clusters:
+        return None
+    parts = []
+    for c in clusters:
+        bits = [f"{c['max_mhz']:.0f} MHz"] if c.get("max_mhz") else []
+        if c.get("part"):
+            bits.append(f"part {c['part']}")
+        if len(clusters) == 1:
+            bits.append("one cluster")
+        extra = f" ({', '.join(bits)})" if bits else ""
+        parts.append(f"{cpu_list_text(c.get('cpus') or [])} {c.get('name')}{extra}")
+    return "cpus " + ", ".join(parts)

@@ -1,11 +1,14 @@
 """Attention blocks against their matmul floors, and SOFT's growth in N; all timed interleaved.
 
-    .venv/bin/python benchmarks/floor.py [--tokens 1024,4096,16384] [--qk-max 4096]
+    .venv/bin/python benchmarks/floor.py [--tokens 1024,4096,16384] [--qk-max 4096] [--no-int8]
 
 For each N, one paired group (one process, rounds in shuffled order, see edgeattn.runtime.paired)
 holds SimA Q(KᵀV) and its floor (the same matmuls alone, edgeattn.bench.floor), SOFT and its floor,
 and up to --qk-max also softmax MSA, SimA (QKᵀ)V and the (QKᵀ)V floor (at N=16384 the N×N maps
-are 6.4 GB each). Printed per ratio: median of per-round ratios [95 % interval], the stability
+are 6.4 GB each). With int8 (the default; ``--no-int8`` leaves it out) the same group also holds
+each block at ``--precision int8-static`` and the int8 floors (the same products as integer
+matmuls, edgeattn.bench.floor), and prints block int8 / int8 floor and each block's int8 speed-up
+over its own fp32. Printed per ratio: median of per-round ratios [95 % interval], the stability
 verdict, and the GFLOP/s (1 multiply-add = 1 FLOP) of block and floor from the same rounds. Then
 SOFT at the smallest and largest N >= 4096 in one more paired group (their time ratio), with each
 one's peak memory above the process's pre-session RSS from its own isolated run. Records go to
@@ -30,6 +33,9 @@ FLOOR_OF = {
 }
 
 
+INT8 = "int8-static"
+
+
 def _methods(n: int, qk_max: int) -> list[str]:
     names = ["sima_kv", "floor_kv", "soft", "floor_soft"]
     if n <= qk_max:
@@ -37,12 +43,25 @@ def _methods(n: int, qk_max: int) -> list[str]:
     return names
 
 
+def _jobs(n: int, dim: int, heads: int, qk_max: int, int8: bool) -> list[core.Job]:
+    """fp32 blocks and floors; with ``int8`` also each block at int8-static and the int8 floors."""
+    from edgeattn.bench.run import bench_jobs
+
+    precision = f"fp32,{INT8}" if int8 else "fp32"
+    return bench_jobs(core.Shape(n, dim, heads), _methods(n, qk_max), precision)
+
+
+def _pairs_of() -> list[tuple[str, str, str]]:
+    """(ratio name, block pair key, floor key): fp32, then int8."""
+    out = [(f"{b}_vs_floor", b, f) for b, f in FLOOR_OF.items()]
+    return out + [(f"{b}_int8_vs_floor", f"{b}@{INT8}", f"{f}_int8") for b, f in FLOOR_OF.items()]
+
+
 def _group_table(rec: dict, jobs: dict[str, core.Job]) -> list[str]:
     lat = rec["paired"]["latency_ms"]
     res = pairs.ratio_results(rec)
     rows = []
-    for block, fl in FLOOR_OF.items():
-        name = f"{block}_vs_floor"
+    for name, block, fl in _pairs_of():
         if name not in res:
             continue
         r = res[name]
@@ -53,13 +72,19 @@ def _group_table(rec: dict, jobs: dict[str, core.Job]) -> list[str]:
             g = j.cost.get("gflops")
             rates.append(f"{g / (ms / 1e3):6.1f}" if g else "     -")
         rows.append(
-            f"{j.shape.tokens:>6}  {pairs.RATIO_BY_NAME[name].label:<34} {pairs.fmt_ratio(r):<20} "
+            f"{j.shape.tokens:>6}  {pairs.RATIO_BY_NAME[name].label:<42} {pairs.fmt_ratio(r):<20} "
             f"{r['stability_text']:<22} {lat[jobs[block].id]['median']:9.2f} "
             f"{lat[jobs[fl].id]['median']:9.2f}   {rates[0]} / {rates[1]}"
         )
     for name in ("exp_vs_l1_fixed_order", "qk_vs_kv_order"):
         if name in res:
             rows.append(f"{'':>6}  {pairs.ratio_line(name, res[name])}")
+    for block in FLOOR_OF:
+        r = res.get(f"speedup_vs_fp32/{block}/{INT8}")
+        if r:
+            rows.append(
+                f"{'':>6}  {block} int8-static speed-up over its fp32 = {pairs.fmt_ratio(r)}"
+            )
     return rows
 
 
@@ -122,6 +147,9 @@ def main() -> None:
     ap.add_argument("--qk-max", type=int, default=4096, help="largest N with the N×N methods")
     ap.add_argument("--pair-time", type=float, default=4.0, help="seconds per paired try (min)")
     ap.add_argument("--out", default="results/floor.jsonl")
+    ap.add_argument(
+        "--no-int8", dest="int8", action="store_false", help="float32 blocks and floors only"
+    )
     a = ap.parse_args()
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -131,19 +159,21 @@ def main() -> None:
     ns = [int(v) for v in a.tokens.split(",")]
     lines = []
     for n in ns:
-        shape = core.Shape(n, a.dim, a.heads)
-        jobs = core.prepare(
-            [core.Job(core.METHODS[m], shape) for m in _methods(n, a.qk_max)], settings
-        )
-        by = {j.method.key: j for j in jobs}
+        jobs = core.prepare(_jobs(n, a.dim, a.heads, a.qk_max, a.int8), settings)
+        by = {j.pair_key: j for j in jobs}
         print(f"N={n}: measuring {', '.join(by)} paired", file=sys.stderr, flush=True)
         specs = core.paired_specs(jobs, settings)
         recs = core.run_local([core.job_run_spec(j, settings) for j in jobs], out=out, paired=specs)
         rec = next(r for r in recs if r.get("kind") == "paired")
         lines += _group_table(rec, by)
-    print(f"D={a.dim}, h={a.heads}, batch 1, float32; block / floor = median of per-round ratios")
+    prec = (
+        f"float32 and {INT8} (int8 rows: the block at {INT8} / the int8 floor)"
+        if a.int8
+        else "float32"
+    )
+    print(f"D={a.dim}, h={a.heads}, batch 1, {prec}; block / floor = median of per-round ratios")
     print(
-        f"{'N':>6}  {'ratio':<34} {'median [95 % CI]':<20} {'verdict':<22} {'block ms':>9} "
+        f"{'N':>6}  {'ratio':<42} {'median [95 % CI]':<20} {'verdict':<22} {'block ms':>9} "
         f"{'floor ms':>9}   GFLOP/s block / floor"
     )
     print("\n".join(lines))

@@ -90,3 +90,100 @@ def test_block_against_its_floor_paired(tmp_path):
     r = pairs.ratio_results(rec)["sima_kv_vs_floor"]
     assert r["rounds"] >= 6 and r["median"] > 0
     assert "its matmul floor" in pairs.ratio_line("sima_kv_vs_floor", r)
+
+
+# ------------------------------------------------------------------------------ int8 floors
+
+
+def _optimized_ops(model, tmp_path) -> dict[str, int]:
+    """Op census of the graph ONNX Runtime runs (its optimised model, all levels)."""
+    import collections
+
+    import onnx
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
+
+
+@pytest.mark.parametrize("kind", floor.INT8_FLOORS)
+def test_int8_floor_runs_integer_matmuls_only(kind, tmp_path):
+    """ORT fuses each DQ·DQ -> MatMul -> Q into one QLinearMatMul: no float MatMul, no Q/DQ
+    left, one integer GEMM per product."""
+    model = floor.build(kind, B, N, C, H, opset=17)
+    ops = _optimized_ops(model, tmp_path)
+    assert ops == {"QLinearMatMul": len(floor.products(kind, B, N, C, H))}
+    assert floor.macs(kind, B, N, C, H) == floor.macs(floor.base_kind(kind)[0], B, N, C, H)
+
+
+def _qparams(model, name):
+    from onnx import numpy_helper
+
+    t = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return float(t[f"{name}_scale"]), t[f"{name}_zero_point"]
+
+
+@pytest.mark.parametrize("kind", floor.INT8_FLOORS)
+def test_int8_floor_matches_the_fp32_floor(kind):
+    """Float operands quantised by hand with the graph's scales (uint8 activations), the
+    uint8 products dequantised: each is the product of the dequantised operands to one output
+    step wherever it lies in the calibrated output range (over 99 % of the entries: MinMax on
+    other draws clips the rare outliers), and the fp32 floor's product (numpy, float operands,
+    the fp32 floor's own weights) to cosine > 0.995."""
+    from onnx import numpy_helper
+
+    q8 = floor.build(kind, B, N, C, H, opset=17)
+    f32 = floor.build(floor.base_kind(kind)[0], B, N, C, H, opset=17)
+    weights = {t.name: numpy_helper.to_array(t) for t in f32.graph.initializer}
+    qweights = {t.name: numpy_helper.to_array(t) for t in q8.graph.initializer}
+    sess = ort.InferenceSession(q8.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(7)
+    feeds, floats, deq = {}, {}, {}
+    for i in sess.get_inputs():
+        x = rng.standard_normal([int(v) for v in i.shape]).astype(np.float32)
+        s, z = _qparams(q8, i.name)
+        assert i.type == "tensor(uint8)"
+        lo, hi, dt = 0, 255, np.uint8
+        feeds[i.name] = np.clip(np.rint(x / s) + int(z), lo, hi).astype(dt)
+        floats[i.name] = x
+        deq[i.name] = (feeds[i.name].astype(np.float32) - float(z)) * s
+    outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds), strict=True))
+    for p in floor.products(kind, B, N, C, H):
+        b, bq = f"{p.name}_b", None
+        if p.b_const:
+            bq = qweights[b].astype(np.float32) * _qparams(q8, b)[0]
+        exact = deq[f"{p.name}_a"] @ (bq if p.b_const else deq[b])
+        ref = floats[f"{p.name}_a"] @ (weights[b] if p.b_const else floats[b])
+        s, z = _qparams(q8, p.name)
+        assert outs[p.name].dtype == np.uint8
+        got = (outs[p.name].astype(np.float32) - float(z)) * s
+        inside = (exact >= -float(z) * s) & (exact <= (255 - float(z)) * s)
+        assert inside.mean() > 0.99, p.name
+        assert np.abs(got - exact)[inside].max() <= 1.01 * s, p.name
+        cos = float(ref.ravel() @ got.ravel() / np.linalg.norm(ref) / np.linalg.norm(got))
+        assert cos > 0.995, (p.name, cos)
+
+
+def test_bench_jobs_bring_the_int8_floors_and_their_ratios():
+    """--precision fp32,int8-static with floors: each float32 floor brings its int8 twin once,
+    and the paired group holds block@int8-static / int8 floor."""
+    from edgeattn.bench import run
+
+    shape = core.Shape(N, C, H)
+    jobs = run.bench_jobs(shape, ["sima_kv", "floor_kv"], "fp32,int8-static")
+    assert [j.pair_key for j in jobs] == [
+        "sima_kv", "floor_kv", "sima_kv@int8-static", "floor_kv_int8",
+    ]  # fmt: skip
+    assert all(j.precision == "fp32" for j in jobs if j.method.is_graph)
+    assert [j.pair_key for j in run.bench_jobs(shape, ["floor_kv"], "fp32")] == ["floor_kv"]
+    twice = run.bench_jobs(shape, ["floor_kv"], "int8-static,int8-static:matmuls")
+    assert [j.pair_key for j in twice] == ["floor_kv", "floor_kv_int8"]  # each graph once
+    for j in jobs:
+        j.onnx_path = "unused.onnx"
+    [spec] = core.paired_specs(jobs, core.Settings())
+    ratios = {r["name"]: (r["num"], r["den"]) for r in spec["ratios"]}
+    assert ratios["sima_kv_int8_vs_floor"] == (jobs[2].id, jobs[3].id)
+    assert ratios["sima_kv_vs_floor"] == (jobs[0].id, jobs[1].id)

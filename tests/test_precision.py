@@ -327,3 +327,95 @@ def test_cls_tail_is_the_late_class_token_only(tmp_path):
         str(export_onnx("deit_tiny_patch16_224", img_size=32, output=tmp_path / "d").path)
     )
     assert P.group_cls_tail(deit) == []
+
+
+# ------------------------------------------------------------------------ int8 graph layout
+def _ort_ops(path, tmp_path) -> dict[str, int]:
+    """Op census of the graph ONNX Runtime runs (its optimised model)."""
+    import collections
+
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
+
+
+def test_activation_first_matmuls_same_arithmetic_and_integer_gemms(tmp_path):
+    """SimA kv_first projects K and V channels-first (W·xᵀ, a weight on the left), which ORT's
+    QLinearMatMul cannot take (int8 x uint8): the rewrite to (x·Wᵀ)ᵀ computes the same values
+    in float32 (ORT, seeded input, to 1e-5), and the int8-static file then runs every product
+    as an integer GEMM (no float MatMul in ORT's optimised graph; 2 before the rewrite)."""
+    from edgeattn.export.precision_convert import activation_first_matmuls
+
+    kw = dict(SIMA_BLOCK, order="kv_first")
+    fp32 = export_onnx("block_sima", **kw, output=tmp_path / "f.onnx")
+    model = onnx.load(str(fp32.path))
+    assert _ort_ops(fp32.path, tmp_path)["FusedMatMul"] >= 1  # W·xᵀ fused with x's transpose
+    swapped = onnx.load(str(fp32.path))
+    assert activation_first_matmuls(swapped) == 2
+    assert activation_first_matmuls(onnx.load(str(fp32.path)).__class__()) == 0  # empty graph
+    x = np.random.default_rng(3).standard_normal((1, 64, 64)).astype(np.float32)
+    runs = [
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, {"x": x}
+        )[0]
+        for m in (model, swapped)
+    ]
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-5, atol=1e-6)
+    q8 = export_onnx("block_sima", **kw, precision="int8-static", output=tmp_path / "q.onnx")
+    assert (
+        q8.sidecar_path
+        and json.loads(q8.sidecar_path.read_text())["precision"]["activation_first_matmuls"] == 2
+    )
+    ops = _ort_ops(q8.path, tmp_path)
+    assert ops["QLinearMatMul"] == 7 and "MatMul" not in ops and "FusedMatMul" not in ops
+
+
+def _softmax_graph(n: int | str, axis: int = -1) -> onnx.ModelProto:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, n])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    node = helper.make_node("Softmax", ["x"], ["y"], name="/attn/Softmax", axis=axis)
+    return helper.make_model(
+        helper.make_graph([node], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+
+
+def test_softmax_long_is_a_static_axis_of_511_or_more():
+    """ORT gives a QDQ'd Softmax output the fixed scale 1/255: from 511 entries a row's typical
+    probability (1/N) is under half a step. The group takes those rows only, by the reduced
+    axis (not the last one when axis says otherwise); a dynamic axis is not taken."""
+    from edgeattn.export.precision_groups import group_softmax_long
+
+    assert group_softmax_long(_softmax_graph(1024)) == ["/attn/Softmax"]
+    assert group_softmax_long(_softmax_graph(511)) == ["/attn/Softmax"]
+    assert group_softmax_long(_softmax_graph(510)) == []
+    assert group_softmax_long(_softmax_graph(1024, axis=2)) == []  # softmax over the 8
+    assert group_softmax_long(_softmax_graph("N")) == []
+    assert "softmax_long" in P.DEFAULT_KEEP_FP32["int8-static"]
+    assert P.resolve_keep_fp32("int8-static", "softmax_long") == ["softmax_long"]
+
+
+def test_int8_recipe_is_selectable_and_recorded(tmp_path, capsys):
+    """``int8-static:matmuls`` quantises the MatMuls only (ORT runs no integer Add: the bias
+    adds stay float32, where the default recipe has QLinearAdds), records its recipe, and is
+    checked against int8-static's tolerance; an unknown recipe is one line naming the valid."""
+    kw = dict(SIMA_BLOCK, order="kv_first")
+    res = {
+        p: export_onnx("block_sima", **kw, precision=p, output=tmp_path / f"{i}.onnx")
+        for i, p in enumerate(("int8-static", "int8-static:matmuls"))
+    }
+    q = json.loads(res["int8-static:matmuls"].sidecar_path.read_text())["precision"]
+    assert q["precision"] == "int8-static:matmuls"
+    assert q["quantization"]["recipe"] == "matmuls" and q["quantization"]["op_types"] == ["MatMul"]
+    assert q["verification"]["tolerance"]["name"] == "TOL_INT8_STATIC"
+    ops = {p: _ort_ops(r.path, tmp_path) for p, r in res.items()}
+    assert ops["int8-static"]["QLinearAdd"] >= 2 and "QLinearAdd" not in ops["int8-static:matmuls"]
+    assert ops["int8-static:matmuls"]["QLinearMatMul"] == 7
+    argv = ["export", "block_sima", "--tokens", "16", "--dim", "32", "--heads", "2"]
+    assert main([*argv, "--precision", "int8-static:nope"]) == 1
+    err = capsys.readouterr().err
+    assert "precision='int8-static:nope'; valid:" in err and "int8-static:matmuls" in err
+    assert main([*argv, "--precision", "fp16:matmuls"]) == 1

@@ -33,8 +33,23 @@ NORM_OPS: dict[str, tuple[str, ...]] = {
     "exp": ("Softmax", "Exp", "ReduceMax", "Sub"),
     "l1": ("Abs", "ReduceSum", "ReduceL1", "Clip", "Max", "Div"),
     "gaussian": ("Exp",),
-    "relu": ("Relu", "ReduceSum", "Div", "Add"),
-    "l2": ("ReduceL2", "Div", "Clip", "Max", "Mul", "Sqrt", "ReduceSumSquare"),
+    # ReLU linear attention (LiteMLA): the kernel, the official [V;1] ones row (a Pad; ours is
+    # a product), the quadratic form's column sums, the eps and the division
+    "relu": ("Relu", "Pad", "ReduceSum", "Div", "Add"),
+    # per-token l2 (Hydra): ORT's fused RMS-norm form, or its parts unfused; no Mul (Hydra's
+    # Muls are φ(K) ⊙ V and diag(kv)·W_oᵀ, not normalisation)
+    "l2": (
+        "SimplifiedLayerNormalization",
+        "LpNormalization",
+        "ReduceL2",
+        "ReduceSumSquare",
+        "Pow",
+        "ReduceMean",
+        "Sqrt",
+        "Clip",
+        "Max",
+        "Div",
+    ),
     "none": (),
 }
 
@@ -65,8 +80,13 @@ class BenchMethod:
     profiled: bool = False
     #: the named sets (``--methods zoo``) this method belongs to
     sets: tuple[str, ...] = ()
-    #: in the order crossover sweep: "qk" (the (QKᵀ)V side) or "kv" (the Q(KᵀV) side)
-    crossover: str | None = None
+    #: in an order crossover sweep: ``(pair, side)``, side "qk" (the (QKᵀ)V / quadratic side) or
+    #: "kv" (the Q(KᵀV) / linear side; "quadratic" and "linear" are aliases); a bare side names
+    #: the pair after the block (``block_sima`` -> "sima"). Normalised to ``(pair, side)``.
+    crossover: str | tuple[str, str] | None = None
+    #: the official order rule of the crossover pair: token count from which the block's
+    #: ``auto`` takes Q(KᵀV), from the head width (default: head_dim, SimA's ``N < d_h``)
+    crossover_rule: Callable[[int], int] | None = field(default=None, compare=False, repr=False)
     #: graph methods: ``build(method, shape, opset, cache_dir) -> (path, macs or None)``
     build: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
 
@@ -79,6 +99,9 @@ class BenchMethod:
         if self.kind != "block" and self.build is None:
             raise ValueError(f"method {self.key!r}: a {self.kind} graph needs a build function")
         object.__setattr__(self, "overrides", MappingProxyType(dict(self.overrides)))
+        if self.crossover is not None:
+            side = _crossover_side(self.key, self.model, self.crossover)
+            object.__setattr__(self, "crossover", side)
 
     @property
     def is_graph(self) -> bool:
@@ -98,6 +121,20 @@ class BenchMethod:
 
 
 ORDER_TEXT = {"qk_first": "(QKᵀ)V", "kv_first": "Q(KᵀV)"}
+#: the sides of an order crossover pair, and their aliases
+CROSSOVER_SIDES = {"qk": "qk", "kv": "kv", "quadratic": "qk", "linear": "kv"}
+
+
+def _crossover_side(key: str, model: str, value: object) -> tuple[str, str]:
+    pair, side = (model.removeprefix("block_"), value) if isinstance(value, str) else (None, None)
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, str) for v in value):
+        pair, side = value
+    if not pair or side not in CROSSOVER_SIDES:
+        raise ValueError(
+            f"method {key!r}: crossover {value!r} is not a side ({', '.join(CROSSOVER_SIDES)}) "
+            "or a (pair, side) tuple"
+        )
+    return str(pair), CROSSOVER_SIDES[str(side)]
 
 
 @dataclass(frozen=True)
@@ -181,18 +218,53 @@ def profiled() -> tuple[str, ...]:
     return tuple(k for k, m in _METHODS.items() if m.profiled)
 
 
-def crossover_pair() -> tuple[str, str]:
-    """The (QKᵀ)V and Q(KᵀV) methods the crossover sweep times."""
-    qk = [k for k, m in _METHODS.items() if m.crossover == "qk"]
-    kv = [k for k, m in _METHODS.items() if m.crossover == "kv"]
-    if not qk or not kv:
-        raise LookupError("no method declares crossover='qk' and 'kv'")
-    return qk[0], kv[0]
+def crossover_pairs() -> dict[str, tuple[str, str]]:
+    """{pair: ((QKᵀ)V method, Q(KᵀV) method)} of every complete crossover pair, in table order."""
+    sides: dict[str, dict[str, str]] = {}
+    for k, m in _METHODS.items():
+        if m.crossover is None:
+            continue
+        pair, side = m.crossover
+        got = sides.setdefault(pair, {})
+        if side in got:
+            raise LookupError(f"crossover pair {pair!r}: {got[side]!r} and {k!r} both on {side}")
+        got[side] = k
+    return {p: (s["qk"], s["kv"]) for p, s in sides.items() if "qk" in s and "kv" in s}
 
 
-def crossover_ratio() -> str | None:
-    qk, kv = crossover_pair()
+def crossover_pair(pair: str | None = None) -> tuple[str, str]:
+    """The (QKᵀ)V and Q(KᵀV) methods of crossover pair ``pair`` (default: the table's first)."""
+    pairs = crossover_pairs()
+    if not pairs:
+        raise LookupError("no method declares both sides of a crossover pair ('qk' and 'kv')")
+    if pair is None:
+        return next(iter(pairs.values()))
+    if pair not in pairs:
+        raise LookupError(f"unknown crossover pair {pair!r}; valid: {', '.join(pairs)}")
+    return pairs[pair]
+
+
+def crossover_pair_name(pair: str | None = None) -> str:
+    """``pair``, or the name of the table's first crossover pair."""
+    return pair if pair is not None else next(iter(crossover_pairs()), "")
+
+
+def crossover_ratio(pair: str | None = None) -> str | None:
+    """The named ratio (QKᵀ)V method / Q(KᵀV) method of ``pair``, if the table declares one."""
+    qk, kv = crossover_pair(pair)
     return next((n for n, r in _RATIOS.items() if (r.num, r.den) == (qk, kv)), None)
+
+
+def crossover_rule(pair: str | None, head_dim: int) -> int:
+    """The official order rule's threshold of ``pair`` at ``head_dim`` (:attr:`BenchMethod.crossover_rule`)."""
+    for k in crossover_pair(pair):
+        if _METHODS[k].crossover_rule is not None:
+            return int(_METHODS[k].crossover_rule(head_dim))
+    return head_dim
+
+
+def crossover_needs_grid(pair: str | None = None) -> bool:
+    return any(_METHODS[k].needs_grid for k in crossover_pair(pair))
 
 
 def ratios_between(keys: Iterable[str]) -> list[NamedRatio]:
@@ -252,6 +324,13 @@ def op_inputs(shape: Any) -> dict[str, list[int]]:
     return {"x": [shape.batch, shape.heads, shape.tokens, shape.tokens]}
 
 
+def _litemla_rule(head_dim: int) -> int:
+    """LiteMLA's official rule: linear when H·W > dim (:func:`edgeattn.attention.litemla.litemla_threshold`)."""
+    from edgeattn.attention.litemla import litemla_threshold
+
+    return litemla_threshold(head_dim)
+
+
 # ----------------------------------------------------------------------------------- the table
 
 for _m in (
@@ -263,6 +342,7 @@ for _m in (
     BenchMethod(
         "softmax_fused", "block_msa_fused", "softmax, ORT fused MultiHeadAttention", "exp",
         order="(QKᵀ)V", default=True, nxn_map=True, floor="floor_qk", sets=("zoo",),
+        norm_ops=(),  # the softmax runs inside the fused op, with the matmuls: not separable
     ),
     BenchMethod(
         "sima_qk", "block_sima", "SimA, (QKᵀ)V fixed", "l1", {"order": "qk_first"},
@@ -285,6 +365,8 @@ for _m in (
     BenchMethod(
         "xca", "block_xca", "XCA (XCiT), softmax over d×d", "exp", order="V(KᵀQ) d×d",
         regimes=("channels",), default=True, floor="floor_kv", sets=("zoo",),
+        # the d×d softmax and the l2 normalisation of q and k over tokens
+        norm_ops=("Softmax", "Exp", "ReduceMax", "Sub", "ReduceSum", "Sqrt", "Clip", "Max", "Div"),
     ),
     BenchMethod(
         "mobilevitv2", "block_mobilevitv2", "MobileViTv2 separable attention, softmax over N",
@@ -293,15 +375,16 @@ for _m in (
     BenchMethod(
         "litemla", "block_litemla", "EfficientViT LiteMLA, ReLU linear attention, dynamic order",
         "relu", {"order": "auto"}, order_policy="auto", needs_grid=True, nxn_map="auto",
-        sets=("zoo",),
+        floor="floor_litemla", sets=("zoo",),
     ),
     BenchMethod(
         "litemla_quadratic", "block_litemla", "EfficientViT LiteMLA, (ReLU(Q)ReLU(K)ᵀ)V fixed",
         "relu", {"order": "qk_first"}, needs_grid=True, nxn_map=True,
+        crossover=("litemla", "quadratic"), crossover_rule=_litemla_rule,
     ),
     BenchMethod(
         "litemla_linear", "block_litemla", "EfficientViT LiteMLA, ReLU(Q)(ReLU(K)ᵀV) fixed",
-        "relu", {"order": "kv_first"}, needs_grid=True,
+        "relu", {"order": "kv_first"}, needs_grid=True, crossover=("litemla", "linear"),
     ),
     BenchMethod(
         "hydra", "block_hydra", "Hydra attention, cosine kernel, heads = channels", "l2",
@@ -329,6 +412,20 @@ for _m in (
         "floor_soft", "floor_soft", "matmuls of SOFT attention alone", "none", kind="floor",
         order="SOFT matmuls", build=_floor_graph,
     ),
+    # int8 matmul floors (edgeattn.bench.floor): the same products as integer matmuls, quantised
+    # as int8-static quantises a block; against the blocks at --precision int8-static
+    BenchMethod(
+        "floor_qk_int8", "floor_qk_int8", "int8 matmuls of (QKᵀ)V attention alone", "none",
+        kind="floor", order="(QKᵀ)V int8 matmuls", nxn_map=True, build=_floor_graph,
+    ),
+    BenchMethod(
+        "floor_kv_int8", "floor_kv_int8", "int8 matmuls of Q(KᵀV) attention alone", "none",
+        kind="floor", order="Q(KᵀV) int8 matmuls", build=_floor_graph,
+    ),
+    BenchMethod(
+        "floor_soft_int8", "floor_soft_int8", "int8 matmuls of SOFT attention alone", "none",
+        kind="floor", order="SOFT int8 matmuls", build=_floor_graph,
+    ),
     BenchMethod(
         "floor_mobilevitv2", "floor_mobilevitv2", "matmuls of MobileViTv2 attention alone",
         "none", kind="floor", order="separable matmuls", build=_zoo_floor_graph,
@@ -336,6 +433,10 @@ for _m in (
     BenchMethod(
         "floor_hydra", "floor_hydra", "matmuls of Hydra attention alone", "none", kind="floor",
         order="Hydra matmuls", build=_zoo_floor_graph,
+    ),
+    BenchMethod(
+        "floor_litemla", "floor_litemla", "products of LiteMLA attention alone (its order)",
+        "none", kind="floor", order="LiteMLA products", needs_grid=True, build=_zoo_floor_graph,
     ),
 ):  # fmt: skip
     register_method(_m)
@@ -359,6 +460,10 @@ for _r in (
     NamedRatio("xca_vs_sima_dynamic", "xca", "sima", "XCA / SimA auto", ("channels",), True),
     NamedRatio("qk_vs_kv_order", "sima_qk", "sima_kv", "SimA (QKᵀ)V / SimA Q(KᵀV)"),
     NamedRatio(
+        "litemla_quadratic_vs_linear", "litemla_quadratic", "litemla_linear",
+        "LiteMLA quadratic / LiteMLA linear",
+    ),
+    NamedRatio(
         "op_softmax_vs_l1", "op_softmax", "op_l1",
         "pure op over (B,h,N,N): Softmax / l1-normalise", ("tokens",), True,
     ),
@@ -377,5 +482,23 @@ for _r in (
         "dynamic ordering: LiteMLA quadratic / LiteMLA auto", summary=True,
     ),
     NamedRatio("hydra_vs_floor", "hydra", "floor_hydra", "Hydra / its matmul floor"),
+    NamedRatio("litemla_vs_floor", "litemla", "floor_litemla", "LiteMLA auto / its matmul floor"),
+    # the blocks at int8-static (pair key method@precision) against their int8 matmul floors
+    NamedRatio(
+        "softmax_int8_vs_floor", "softmax@int8-static", "floor_qk_int8",
+        "softmax MSA int8 / its int8 matmul floor",
+    ),
+    NamedRatio(
+        "sima_qk_int8_vs_floor", "sima_qk@int8-static", "floor_qk_int8",
+        "SimA (QKᵀ)V int8 / its int8 matmul floor",
+    ),
+    NamedRatio(
+        "sima_kv_int8_vs_floor", "sima_kv@int8-static", "floor_kv_int8",
+        "SimA Q(KᵀV) int8 / its int8 matmul floor",
+    ),
+    NamedRatio(
+        "soft_int8_vs_floor", "soft@int8-static", "floor_soft_int8",
+        "SOFT int8 / its int8 matmul floor",
+    ),
 ):  # fmt: skip
     register_ratio(_r)

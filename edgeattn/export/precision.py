@@ -13,6 +13,10 @@ Built on the ecosystem's own tools, no hand-written graph rewriting of the arith
   activations / s8 per-tensor weights, MinMax calibration on a reproducible, seeded input
   source (standard normal, seed :data:`CALIBRATION_SEED`, distinct from the verification
   inputs' seed), or on a directory of images (``calibration=DIR``, ImageNet normalisation).
+  A weight-on-the-left MatMul is rewritten activation-first beforehand (ORT's QLinearMatMul takes uint8 x
+  int8 only: ``precision_convert.activation_first_matmuls``). ``int8-static:<recipe>`` picks
+  another quantiser recipe (``per_channel``, ``matmuls``, ``entropy``, ``percentile``:
+  :data:`INT8_RECIPES`; compared in ``benchmarks/int8_recipes.py``).
 
 **Kept in float32** (fp16: the converter's ``node_block_list``; int8: ``nodes_to_exclude``):
 named node groups found by graph pattern, not by class names (see :data:`GROUPS`). Which group
@@ -55,6 +59,7 @@ from edgeattn.export.precision_convert import (
     IMAGE_SUFFIXES,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    INT8_RECIPES,
     VERIFY_SEED,
     QuantSettings,
     image_inputs,
@@ -101,6 +106,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_SUFFIXES",
+    "INT8_RECIPES",
     "METHOD_TOLERANCES",
     "PRECISIONS",
     "PRECISION_TOLERANCES",
@@ -112,6 +118,7 @@ __all__ = [
     "TOL_INT8_STATIC",
     "VERIFY_SEED",
     "PrecisionTolerance",
+    "RECIPE_SEP",
     "QuantSettings",
     "check_precision",
     "check_tolerance",
@@ -129,17 +136,34 @@ __all__ = [
     "run_ort",
     "seeded_inputs",
     "select_nodes",
+    "split_precision",
     "to_fp16",
     "to_int8",
     "verify_precision",
 ]
 
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
+#: ``int8-static:<recipe>``: int8-static with another quantiser recipe (:data:`INT8_RECIPES`)
+RECIPE_SEP = ":"
+
+
+def split_precision(precision: str) -> tuple[str, str | None]:
+    """``"int8-static:matmuls"`` -> ``("int8-static", "matmuls")``; no recipe -> ``(p, None)``."""
+    base, sep, recipe = str(precision).partition(RECIPE_SEP)
+    return base, (recipe if sep else None)
 
 
 def check_precision(precision: object) -> str:
-    if precision not in PRECISIONS:
-        raise ExportError(f"precision={precision!r}; valid: {', '.join(PRECISIONS)}")
+    base, recipe = split_precision(str(precision))
+    recipes = [f"int8-static{RECIPE_SEP}{r}" for r in INT8_RECIPES if r != "default"]
+    if (
+        not isinstance(precision, str)
+        or base not in PRECISIONS
+        or (recipe is not None and (base != "int8-static" or recipe not in INT8_RECIPES))
+    ):
+        raise ExportError(
+            f"precision={precision!r}; valid: {', '.join(PRECISIONS)}, {', '.join(recipes)}"
+        )
     return str(precision)
 
 
@@ -166,12 +190,13 @@ def convert(
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """The fp32 ``model`` at ``precision``; returns it and the sidecar's ``conversion`` facts."""
     precision = check_precision(precision)
+    base, recipe = split_precision(precision)
     groups = resolve_keep_fp32(precision, keep_fp32)
-    if precision == "fp32":
+    if base == "fp32":
         return model, {"precision": "fp32", "keep_fp32": []}
-    if calibration is not None and precision != "int8-static":
+    if calibration is not None and base != "int8-static":
         raise ExportError("--calibration applies to --precision int8-static only")
-    if precision.startswith("int8") and any(n.op_type == "If" for n in model.graph.node):
+    if base.startswith("int8") and any(n.op_type == "If" for n in model.graph.node):
         # measured: block_sima --dynamic at int8 came out bit-identical to fp32 (error 1e-7)
         raise ExportError(
             f"{precision}: onnxruntime.quantization does not quantise inside ONNX If branches, "
@@ -182,7 +207,7 @@ def convert(
     t0 = time.perf_counter()
     info: dict[str, Any] = {"precision": precision, "keep_fp32": groups}
     try:
-        if precision == "fp16":
+        if base == "fp16":
             sel = select_nodes(model, groups)
             out, facts = to_fp16(model, [n for v in sel.values() for n in v])
             info.update(facts)
@@ -195,7 +220,9 @@ def convert(
                 counts.update({k: len(v) for k, v in sel.items()})
                 return [n for v in sel.values() for n in v]
 
-            out, facts, settings, _ = to_int8(model, precision, keep, in_name, shape, calibration)
+            out, facts, settings, _ = to_int8(
+                model, base, keep, in_name, shape, calibration, recipe=recipe or "default"
+            )
             info.update(facts)
             info["kept_nodes"] = counts
             info["quantization"] = asdict(settings)

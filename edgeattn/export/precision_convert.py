@@ -53,6 +53,22 @@ class QuantSettings:
     calibration: str | None
     calibration_samples: int | None
     calibration_seed: int | None
+    #: int8-static: the recipe (:data:`INT8_RECIPES`) and the op types it quantises (None: all)
+    recipe: str | None = None
+    op_types: tuple[str, ...] | None = None
+
+
+#: int8-static recipes: the quantiser's knobs a practitioner tries first, by name. ``default`` is
+#: what ``--precision int8-static`` uses; the others are for comparison
+#: (``benchmarks/int8_recipes.py``: accuracy vs fp32 and paired speed per method). Keeping the
+#: Softmax in float32 is a keep-fp32 group (``--keep-fp32 softmax``), not a recipe.
+INT8_RECIPES: dict[str, dict] = {
+    "default": {},
+    "per_channel": {"per_channel": True},
+    "matmuls": {"op_types": ("MatMul",)},
+    "entropy": {"calibrate_method": "Entropy"},
+    "percentile": {"calibrate_method": "Percentile"},
+}
 
 
 # ============================================================================ inputs
@@ -195,7 +211,9 @@ def to_fp16(model: onnx.ModelProto, keep_nodes: Sequence[str]) -> tuple[onnx.Mod
     }
 
 
-def _quant_settings(precision: str, calibration: str | None, samples: int) -> QuantSettings:
+def _quant_settings(
+    precision: str, calibration: str | None, samples: int, recipe: str = "default"
+) -> QuantSettings:
     if precision == "int8-dynamic":
         return QuantSettings(
             format="dynamic (DynamicQuantizeLinear + integer ops)",
@@ -208,19 +226,24 @@ def _quant_settings(precision: str, calibration: str | None, samples: int) -> Qu
             calibration_samples=None,
             calibration_seed=None,
         )
+    if recipe not in INT8_RECIPES:
+        raise ExportError(f"int8 recipe {recipe!r}; valid: {', '.join(INT8_RECIPES)}")
+    r = INT8_RECIPES[recipe]
     return QuantSettings(
         format="QDQ",
         activation_type="uint8",
         weight_type="int8",
-        # per tensor: ORT's CPU QLinearMatMul (what DQ->MatMul->Q fuses into) rejects
+        # per tensor by default: ORT's CPU QLinearMatMul (what DQ->MatMul->Q fuses into) rejects
         # per-channel weight zero points for (K, N) weights ("weight zero point must be a
         # scalar ..."; measured on deit_tiny_patch16_224)
-        per_channel=False,
+        per_channel=bool(r.get("per_channel", False)),
         reduce_range=False,
-        calibrate_method="MinMax",
+        calibrate_method=r.get("calibrate_method", "MinMax"),
         calibration=str(calibration) if calibration else "seeded standard normal",
         calibration_samples=samples,
         calibration_seed=None if calibration else CALIBRATION_SEED,
+        recipe=recipe,
+        op_types=r.get("op_types"),
     )
 
 
@@ -231,8 +254,10 @@ def to_int8(
     in_name: str,
     shape: Sequence[int],
     calibration: str | os.PathLike | None,
+    recipe: str = "default",
 ) -> tuple[onnx.ModelProto, dict, QuantSettings, list[str]]:
-    """(quantised model, info, settings, excluded node names) via onnxruntime.quantization."""
+    """(quantised model, info, settings, excluded node names) via onnxruntime.quantization;
+    ``recipe``: int8-static's quantiser knobs (:data:`INT8_RECIPES`)."""
     # Long for its two quantiser calls' keyword lists (each argument a recorded setting) and
     # the temp files they share; the steps themselves are few.
     import logging
@@ -263,6 +288,12 @@ def to_int8(
             pre = src
         prepared = onnx.load(str(pre))
         excluded = keep(prepared)
+        swapped = 0
+        if precision == "int8-static":
+            swapped = activation_first_matmuls(prepared)
+            if swapped:
+                pre = Path(td) / "pre_layout.onnx"
+                onnx.save(prepared, str(pre))
         if precision == "int8-dynamic":
             settings = _quant_settings(precision, None, 0)
             quantize_dynamic(
@@ -282,7 +313,8 @@ def to_int8(
                 arrays = image_inputs(calibration, shape, CALIBRATION_SAMPLES)
             else:
                 arrays = seeded_inputs(shape, CALIBRATION_SAMPLES, CALIBRATION_SEED)
-            settings = _quant_settings(precision, calibration, len(arrays))
+            settings = _quant_settings(precision, calibration, len(arrays), recipe)
+            ops = {"op_types_to_quantize": list(settings.op_types)} if settings.op_types else {}
             quantize_static(
                 str(pre),
                 str(dst),
@@ -292,9 +324,10 @@ def to_int8(
                 weight_type=QuantType.QInt8,
                 per_channel=settings.per_channel,
                 reduce_range=False,
-                calibrate_method=CalibrationMethod.MinMax,
+                calibrate_method=getattr(CalibrationMethod, settings.calibrate_method),
                 nodes_to_exclude=excluded,
                 extra_options={"CalibTensorRangeSymmetric": False},
+                **ops,
             )
         out = onnx.load(str(dst))
     tool = "onnxruntime.quantization." + (
@@ -302,7 +335,81 @@ def to_int8(
     )
     return (
         out,
-        {"tool": tool, "pre_process": "quant_pre_process", "notes": notes},
+        {
+            "tool": tool,
+            "pre_process": "quant_pre_process",
+            "notes": notes,
+            **({"activation_first_matmuls": swapped} if precision == "int8-static" else {}),
+        },
         settings,
         excluded,
     )
+
+
+# ============================================================================ int8 layout
+def _swap_last(rank: int) -> list[int]:
+    return list(range(rank - 2)) + [rank - 1, rank - 2]
+
+
+def activation_first_matmuls(model: onnx.ModelProto) -> int:
+    """Rewrite each ``MatMul(W, T)`` (a weight initializer on the *left*, an activation on the
+    right) as ``Transpose(MatMul(Tᵀ, Wᵀ))``, cancelling ``Tᵀ`` against a Transpose that made T;
+    returns how many. ONNX Runtime's CPU QLinearMatMul takes uint8 x int8 but not int8 x uint8,
+    so a weight-first product stays a float MatMul between DequantizeLinear nodes after
+    quantisation (SimA kv_first's channels-first K and V projections, ``W·xᵀ``: 1.2 ms each at
+    N = 1024, D = 384, against 0.24 ms as one integer GEMM). The same arithmetic: (W·T)ᵀ = Tᵀ·Wᵀ.
+    A one-row left operand (a ones row summing tokens) is left alone."""
+    from onnx import helper, numpy_helper, shape_inference
+
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    ranks = {
+        v.name: len(v.type.tensor_type.shape.dim)
+        for v in list(shape_inference.infer_shapes(model).graph.value_info) + list(g.input)
+        if v.type.tensor_type.HasField("shape")
+    }
+    prod = producers(g)
+    count = 0
+    transposed: set[str] = set()
+    new_nodes: list[onnx.NodeProto] = []
+    for n in list(g.node):
+        w = inits.get(n.input[0]) if n.op_type == "MatMul" else None
+        t = n.input[1] if w is not None else None
+        if w is None or t in inits or len(w.dims) < 2 or w.dims[-2] == 1 or t not in ranks:
+            new_nodes.append(n)
+            continue
+        r = ranks[t]
+        swap = _swap_last(r)
+        wt = numpy_helper.from_array(
+            np.ascontiguousarray(np.swapaxes(numpy_helper.to_array(w), -1, -2)), f"{w.name}_T"
+        )
+        if wt.name not in inits:
+            g.initializer.append(wt)
+            inits[wt.name] = wt
+        transposed.add(w.name)
+        src = prod.get(t)
+        perm = None
+        if src is not None and src.op_type == "Transpose":
+            perm = next((list(a.ints) for a in src.attribute if a.name == "perm"), None)
+        if perm is not None and len(perm) == r and [perm[i] for i in swap] == list(range(r)):
+            left = src.input[0]  # Transpose(Transpose(x)) = x
+        else:
+            left = f"{n.name}_act_T"
+            new_nodes.append(helper.make_node("Transpose", [t], [left], name=left, perm=swap))
+        mid = f"{n.name}_activation_first"
+        new_nodes.append(helper.make_node("MatMul", [left, wt.name], [mid], name=n.name))
+        new_nodes.append(
+            helper.make_node("Transpose", [mid], [n.output[0]], name=f"{n.name}_T", perm=swap)
+        )
+        count += 1
+    if count:
+        used = {i for n in new_nodes for i in n.input} | {o.name for o in g.output}
+        keep = [
+            n for n in new_nodes if n.op_type != "Transpose" or any(o in used for o in n.output)
+        ]
+        del g.node[:]
+        g.node.extend(keep)
+        used |= {i for n in keep for i in n.input}
+        for t in [t for t in g.initializer if t.name in transposed and t.name not in used]:
+            g.initializer.remove(t)  # a weight now used only as its transpose
+    return count

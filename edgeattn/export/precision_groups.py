@@ -1,9 +1,9 @@
 """Node groups of a float32 ONNX graph that a precision conversion can keep in float32.
 
 Each group is found by a graph pattern, not by class names (:data:`GROUPS`): SimA's l1
-normalisation, SOFT's Newton inverse, a late class token's tail, every Softmax. Which groups each
-precision keeps by default is :data:`DEFAULT_KEEP_FP32` (decided by measurement; the figures are
-in its comment); :func:`resolve_keep_fp32` turns ``--keep-fp32`` into group names and
+normalisation, SOFT's Newton inverse, a late class token's tail, every Softmax, every Softmax over
+a long axis. Which groups each precision keeps by default is :data:`DEFAULT_KEEP_FP32` (decided
+by measurement; the figures are in its comment); :func:`resolve_keep_fp32` turns ``--keep-fp32`` into group names and
 :func:`select_nodes` into node names. Used by :mod:`edgeattn.export.precision`.
 """
 
@@ -195,12 +195,44 @@ def group_softmax(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in ("Softmax", "LogSoftmax")]
 
 
+#: softmax_long: a Softmax over at least this many entries. ORT's quantiser gives every QDQ'd
+#: Softmax output the fixed range [0, 1] (scale 1/255, whatever the calibration), so a probability
+#: under half a step (1/510) rounds to 0; over N entries the typical probability is 1/N, so from
+#: N = 511 most of a row vanishes.
+SOFTMAX_LONG_AXIS = 511
+
+
+def group_softmax_long(model: onnx.ModelProto) -> list[str]:
+    """Every Softmax whose reduced axis is static and at least :data:`SOFTMAX_LONG_AXIS` long
+    (token softmax at N >= 511); a dynamic or shorter axis is left to the quantiser."""
+    from onnx import shape_inference
+
+    g = shape_inference.infer_shapes(model).graph
+    dims = {
+        v.name: [
+            d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim
+        ]
+        for v in list(g.value_info) + list(g.input)
+        if v.type.tensor_type.HasField("shape")
+    }
+    names = []
+    for n in model.graph.node:
+        if n.op_type not in ("Softmax", "LogSoftmax") or n.input[0] not in dims:
+            continue
+        shape = dims[n.input[0]]
+        axis = next((a.i for a in n.attribute if a.name == "axis"), -1)
+        if shape and -len(shape) <= axis < len(shape) and shape[axis] >= SOFTMAX_LONG_AXIS:
+            names.append(n.name)
+    return names
+
+
 #: Node groups that can be kept in float32, by name, each found by a graph pattern.
 GROUPS: dict[str, Callable[[onnx.ModelProto], list[str]]] = {
     "sima_l1": group_sima_l1,
     "soft_newton": group_soft_newton,
     "cls_tail": group_cls_tail,
     "softmax": group_softmax,
+    "softmax_long": group_softmax_long,
 }
 
 #: Groups kept in float32 by default, per precision: decided by measurement on this project's
@@ -224,21 +256,30 @@ GROUPS: dict[str, Callable[[onnx.ModelProto], list[str]]] = {
 #:   fp16 hazard (eps 1e-12 -> 0) is fixed by the clamp floor instead (FP16_L1_FLOOR).
 #: * softmax: not kept: deit_tiny_patch16_224@64 int8-static cos 0.917, top-1 50 % with its
 #:   Softmax QDQ'd; 0.625, top-1 20 % with the Softmax kept fp32 (its MatMul consumer then
-#:   quantises the probabilities with a calibrated scale instead of the QDQ softmax's).
+#:   quantises the probabilities with a calibrated scale instead of the QDQ softmax's);
+#:   re-measured 2026-12-05: the same at @64 (N = 17), and @224 (N = 197) cos min 0.876 QDQ'd
+#:   vs 0.857 kept (mean 0.910 vs 0.911, top-1 66 % vs 62 %).
+#: * softmax_long, int8-static: kept: the softmax MSA block at N = 1024 (D 384, h 6), cosine of
+#:   the output minus the projection bias (the plain cosine is bias-dominated) 0.35 with the
+#:   QDQ'd Softmax (plain 0.785), 0.98 kept fp32 (plain 0.993), at the same speed (fp32 time /
+#:   int8 time 0.79-0.80x both, paired, three runs; benchmarks/int8_recipes.py); at N = 4096
+#:   -0.06 vs 0.98, 0.61x vs 0.60-0.61x. ORT fuses the kept Softmax's DQ -> Softmax -> Q back
+#:   into a QLinearSoftmax, now with the calibrated output scale: the same kernel, the accuracy
+#:   back. Short rows (DeiT above) are not in the group, so their default is unchanged.
 #: * int8-dynamic quantises weight MatMuls only (activation x activation MatMuls such as
 #:   Newton's stay float32 by construction): block_soft identical with and without soft_newton.
 DEFAULT_KEEP_FP32: dict[str, tuple[str, ...]] = {
     "fp32": (),
     "fp16": ("soft_newton",),
     "int8-dynamic": (),
-    "int8-static": ("soft_newton", "cls_tail"),
+    "int8-static": ("soft_newton", "cls_tail", "softmax_long"),
 }
 
 
 def resolve_keep_fp32(precision: str, keep_fp32: str | Sequence[str] | None) -> list[str]:
     """``None``/``"auto"``: the precision's default groups; ``"none"``: none; else a list."""
     if keep_fp32 is None or keep_fp32 == "auto":
-        return list(DEFAULT_KEEP_FP32[precision])
+        return list(DEFAULT_KEEP_FP32[precision.partition(":")[0]])  # int8-static:<recipe>
     items = keep_fp32.split(",") if isinstance(keep_fp32, str) else list(keep_fp32)
     items = [s.strip() for s in items if s and s.strip()]
     if items == ["none"]:

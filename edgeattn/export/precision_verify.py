@@ -68,7 +68,8 @@ METHOD_TOLERANCES: dict[tuple[str, str], PrecisionTolerance] = {}
 
 
 def precision_tolerance(precision: str, method: str) -> PrecisionTolerance:
-    return METHOD_TOLERANCES.get((precision, method), PRECISION_TOLERANCES[precision])
+    base = precision.partition(":")[0]  # int8-static:<recipe>: int8-static's tolerances
+    return METHOD_TOLERANCES.get((base, method), PRECISION_TOLERANCES[base])
 
 
 def metrics(outs: np.ndarray, refs: np.ndarray, classes: bool) -> dict[str, Any]:

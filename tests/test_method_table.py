@@ -124,3 +124,127 @@ def test_no_bench_module_names_a_method_outside_the_table():
             ):
                 found.append(f"{f.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
     assert not found, "\n".join(found)
+
+
+#: What ORT's profile (opt level all, as the bench) shows as each zoo block's normalisation at a
+#: small shape, written by hand from the blocks' algebra: softmax's Softmax; SimA's Abs, token
+#: ReduceSum, eps Clip and Div; SOFT's Gaussian kernel as exp(-(‖q‖² - 2qk + ‖k‖²)/2) with a
+#: stabilising ReduceMax/Sub and its row sums; XCA's d×d Softmax and its q, k l2 norms;
+#: MobileViTv2's one Softmax over N scalars; LiteMLA's ReLU kernel, eps Add and Div (its ones
+#: row is a product, a MatMul); Hydra's two φ fused into SimplifiedLayerNormalization. ORT's fused MHA keeps
+#: its softmax inside the fused op: it declares no op.
+ZOO_NORM_OPS = {
+    "softmax": {"Softmax"},
+    "softmax_fused": set(),
+    "sima": {"Abs", "ReduceSum", "Clip", "Div"},
+    "soft": {"Exp", "ReduceMax", "Sub", "ReduceSum", "Div"},
+    "xca": {"Softmax", "ReduceSum", "Sqrt", "Clip", "Div"},
+    "mobilevitv2": {"Softmax"},
+    "litemla": {"Relu", "Add", "Div"},
+    "hydra": {"SimplifiedLayerNormalization"},
+}
+
+
+def test_op_table_finds_every_zoo_blocks_normalisation_ops_in_a_real_profile(tmp_path):
+    """Each zoo block exported (8×8 tokens, D 32, 4 heads), profiled by ONNX Runtime as the
+    bench does, and read by the op table: it counts exactly the normalisation ops above."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from edgeattn.export import export_onnx
+    from edgeattn.runtime import profile as P
+
+    assert set(methods.sets()["zoo"]) == set(ZOO_NORM_OPS)
+    n, c = 64, 32
+    x = np.random.default_rng(0).standard_normal((1, n, c)).astype(np.float32)
+    for key in methods.sets()["zoo"]:
+        m = methods.method(key)
+        ov = dict(m.overrides)
+        if m.needs_grid:
+            ov["grid"] = (8, 8)
+        order = ov.pop("order", "auto")
+        res = export_onnx(
+            m.model, opset=17, tokens=n, dim=c, heads=4, order=order, overrides=ov,
+            output=tmp_path / f"{key}.onnx", verify=False, cache_dir=tmp_path / "cache",
+        )  # fmt: skip
+        so = ort.SessionOptions()
+        so.enable_profiling = True
+        so.profile_file_prefix = str(tmp_path / f"prof_{key}")
+        sess = ort.InferenceSession(str(res.path), so, providers=["CPUExecutionProvider"])
+        for _ in range(3):
+            sess.run(None, {sess.get_inputs()[0].name: x})
+        summary = P.summarize_file(sess.end_profiling(), skip_runs=1)
+        got = pairs.op_breakdown(summary, m.normaliser, n, m.ops())
+        assert set(got["norm_ops"]) == ZOO_NORM_OPS[key], key
+        assert (got["norm_ms"] > 0) == bool(ZOO_NORM_OPS[key]), key
+
+
+def _paired_record(ms: dict[str, float]) -> dict:
+    """A paired record of ``ms`` = {method: its time in every one of 12 rounds}."""
+    ids = {k: f"r{i}" for i, k in enumerate(ms)}
+    members = [{"id": ids[k], "meta": {"method": k}} for k in ms]
+    rounds = [[ms[k] for k in ms] for _ in range(12)]
+    return {
+        "kind": "paired", "status": "ok", "created_utc": "2026-12-05T00:00:00Z",
+        "paired": {
+            "members": members, "rounds_ms": rounds, "ratios": [], "stability": {},
+            "latency_ms": {ids[k]: {"median": v} for k, v in ms.items()},
+        },
+    }  # fmt: skip
+
+
+def _table_text(rec: dict) -> str:
+    from rich.console import Console
+
+    con = Console(width=240, record=True)
+    con.print(report.bench_table([rec]))
+    return con.export_text()
+
+
+def test_bench_table_has_ratio_to_the_fastest_without_softmax():
+    """No softmax measured: a 'fastest ÷ method' column, by hand: 1.0 / 2.0 and 1.0 / 4.0."""
+    text = _table_text(_paired_record({"hydra": 2.0, "mobilevitv2": 1.0, "sima": 4.0,
+                                       "floor_hydra": 0.5}))  # fmt: skip
+    assert "fastest ÷ method" in text
+    rows = {ln.split()[0]: ln for ln in text.splitlines() if ln.strip()}
+    assert "1 (fastest)" in rows["mobilevitv2"]
+    assert "0.50× [0.50–0.50]" in rows["hydra"] and "0.25× [0.25–0.25]" in rows["sima"]
+    assert "fastest" not in rows["floor_hydra"]  # a graph: never the fastest attention
+
+
+def test_bench_table_ratio_to_the_fastest_only_without_softmax_or_for_a_named_set():
+    few = _table_text(_paired_record({"softmax": 3.0, "hydra": 2.0, "sima": 4.0}))
+    assert "fastest ÷ method" not in few  # softmax is the reference; not a whole set
+    keys = methods.sets()["zoo"]  # the whole set, softmax in it: the column too
+    zoo = {k: 1.0 + i for i, k in enumerate(keys)}
+    zoo[keys[-1]] = 0.5  # the last one fastest: softmax (1.0 ms) is 0.5 / 1.0 of it
+    text = _table_text(_paired_record(zoo))
+    assert "softmax ÷ method" in text and "fastest ÷ method" in text
+    rows = {ln.split()[0]: ln for ln in text.splitlines() if ln.strip()}
+    assert "1 (fastest)" in rows[keys[-1]]
+    assert "1 (reference)" in rows["softmax"] and "0.50× [0.50–0.50]" in rows["softmax"]
+
+
+def test_the_op_table_profiles_the_pair_or_else_every_normalising_block():
+    """Default set: only the exp-vs-l1 pair is profiled; the zoo (no such pair): every block
+    with a normaliser gets a profile (its row in the op table); graphs never."""
+    from edgeattn.bench import core, methods, pairs
+
+    st = core.Settings()
+    default = methods.default_methods()
+    spec = pairs.group_spec("g", [(m, f"{m}/N") for m in default], st)
+    assert sorted(spec["profile"]) == sorted(f"{m}/N" for m in methods.profiled())
+    zoo = methods.sets()["zoo"]
+    spec = pairs.group_spec("g", [(m, f"{m}/N") for m in zoo], st)
+    want = [
+        f"{m}/N"
+        for m in zoo
+        if methods.method(m).kind == "block" and methods.method(m).normaliser != "none"
+    ]
+    assert spec["profile"] == want and len(want) >= 3
+    assert (
+        pairs.group_spec("g", [(m, f"{m}/N") for m in zoo], core.Settings(pair_profile=False))[
+            "profile"
+        ]
+        == []
+    )

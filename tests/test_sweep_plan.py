@@ -52,7 +52,58 @@ def test_plan_defaults_cross_at_heads_and_one():
     plan = sw.plan_sweep("crossover", dim=32, heads=2)
     assert plan.crossover_heads == [2, 1]
     assert {j.shape.heads for j in plan.jobs} == {1, 2}
-    assert {j.method.key for j in plan.jobs} == {"sima_qk", "sima_kv"}
+    # every crossover pair the method table declares: SimA's and LiteMLA's
+    assert plan.crossover_pairs == ["sima", "litemla"]
+    assert {j.method.key for j in plan.jobs} == {
+        "sima_qk", "sima_kv", "litemla_quadratic", "litemla_linear",
+    }  # fmt: skip
+
+
+def test_plan_moves_a_grid_pairs_tokens_to_counts_with_a_grid():
+    """LiteMLA's blocks need an H×W grid: 23 (prime) -> 24, 83 -> 84; SimA keeps 23 and 83."""
+    plan = sw.plan_sweep("crossover", dim=32, heads=2, crossover_heads="2",
+                         crossover_grid="16,23,83")  # fmt: skip
+    by = {}
+    for j in plan.jobs:
+        by.setdefault(j.method.key, []).append(j.shape.tokens)
+    assert by["sima_qk"] == by["sima_kv"] == [16, 23, 83]
+    assert by["litemla_quadratic"] == by["litemla_linear"] == [16, 24, 84]
+    only = sw.plan_sweep("crossover", dim=32, heads=2, crossover_pairs="litemla")
+    assert {j.method.key for j in only.jobs} == {"litemla_quadratic", "litemla_linear"}
+    with pytest.raises(BenchError, match="crossover pair 'nope'; valid: sima, litemla"):
+        sw.plan_sweep("crossover", dim=32, heads=2, crossover_pairs="nope")
+
+
+def test_a_pair_declared_in_the_table_is_planned_and_read():
+    """Two toy methods declaring a third pair (a bare side and an alias): planned with the
+    others, its crossover read from its own records with its own rule."""
+    from edgeattn.bench import methods as mt
+
+    qk = mt.register_method(mt.BenchMethod(
+        "toy_qk", "block_msa", "toy (QKᵀ)V", "exp", crossover=("toy", "quadratic"),
+        crossover_rule=lambda hd: 2 * hd,
+    ))  # fmt: skip
+    kv = mt.register_method(mt.BenchMethod("toy_kv", "block_msa", "toy Q(KᵀV)", "exp",
+                                           crossover=("toy", "kv")))  # fmt: skip
+    try:
+        assert qk.crossover == ("toy", "qk") and kv.crossover == ("toy", "kv")
+        assert mt.crossover_pairs()["toy"] == ("toy_qk", "toy_kv")
+        plan = sw.plan_sweep("crossover", dim=64, heads=1, crossover_heads="1",
+                             crossover_grid="16,256")  # fmt: skip
+        assert plan.crossover_pairs == ["sima", "litemla", "toy"]
+        assert {"toy_qk/N16/D64/h1/B1", "toy_kv/N256/D64/h1/B1"} <= set(_ids(plan))
+        recs = []
+        for n in (16, 32, 64, 128, 256):
+            recs += [_rec("toy_qk", n, n * n / 100), _rec("toy_kv", n, n * 0.8)]
+        (x,) = sw.crossovers(sw.SweepPlan("crossover", 64, [], [1], ["toy"]), recs)
+        assert x.pair == "toy" and x.rule == 128 and x.crossover == pytest.approx(80, abs=8)
+        assert x.as_dict()["methods"] == ["toy_qk", "toy_kv"]
+    finally:
+        mt.unregister("toy_qk")
+        mt.unregister("toy_kv")
+    assert "toy" not in mt.crossover_pairs()
+    with pytest.raises(ValueError, match="crossover 'sideways' is not a side"):
+        mt.BenchMethod("bad", "block_msa", "bad", "exp", crossover="sideways")
 
 
 @pytest.mark.parametrize(
@@ -85,11 +136,25 @@ def test_crossovers_are_read_and_written_for_export(tmp_path):
     for n in (16, 32, 64, 128, 256):
         recs += [_rec("sima_qk", n, n * n / 100), _rec("sima_kv", n, n * 0.8)]
     plan = sw.SweepPlan("crossover", 64, [], [1])
-    (x,) = sw.crossovers(plan, recs)
-    assert x.crossover == pytest.approx(80, abs=8)
+    (x,) = sw.crossovers(plan, recs)  # no pairs named: those with records (SimA's)
+    assert x.crossover == pytest.approx(80, abs=8) and x.pair == "sima"
     payload = sw.write_crossover(tmp_path / "x.json", recs, [x])
     assert json.loads((tmp_path / "x.json").read_text()) == json.loads(json.dumps(payload))
     assert payload["crossovers"][0]["rule_threshold"] == 64
+
+
+def test_every_pairs_crossover_is_read_with_its_own_rule():
+    """SimA (rule N < d_h) and LiteMLA (official: linear when H·W > d, i.e. N < d + 1 stays
+    quadratic) from the same records file: LiteMLA's linear form wins from N = 40 here."""
+    recs = []
+    for n in (16, 32, 64, 128, 256):
+        recs += [_rec("sima_qk", n, n * n / 100), _rec("sima_kv", n, n * 0.8)]
+        recs += [_rec("litemla_quadratic", n, n * n / 50), _rec("litemla_linear", n, n * 0.8)]
+    plan = sw.SweepPlan("crossover", 64, [], [1], ["sima", "litemla"])
+    sima, lite = sw.crossovers(plan, recs)
+    assert (sima.pair, sima.rule) == ("sima", 64) and sima.crossover == pytest.approx(80, abs=8)
+    assert (lite.pair, lite.rule) == ("litemla", 65) and lite.crossover == pytest.approx(40, abs=4)
+    assert lite.note.startswith("litemla: between N=32 and N=64")
 
 
 def test_kept_counts_new_records_and_says_how_to_resume(tmp_path):
@@ -116,7 +181,8 @@ def test_default_results_location_is_one_folder():
 
 def test_run_sweep_end_to_end_without_the_cli(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEATTN_CACHE", str(tmp_path / "cache"))
-    plan = sw.plan_sweep("crossover", dim=16, heads=1, crossover_heads="1", crossover_grid="4,64")
+    plan = sw.plan_sweep("crossover", dim=16, heads=1, crossover_heads="1", crossover_grid="4,64",
+                         crossover_pairs="sima")  # fmt: skip
     st = run.settings(min_time_s=0.02, max_time_s=0.5, min_runs=3, warmup=1,
                       pair_min_time_s=0.1, pair_max_time_s=1.0, pair_budget_s=1.0)  # fmt: skip
     steps, warnings, kept = [], [], run.Kept()

@@ -128,27 +128,31 @@ def textbook_hydra(m: HydraAttention, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(heads, dim=-1) @ m.proj.weight.T + m.proj.bias
 
 
+@pytest.mark.parametrize("fold_bias", [False, True], ids=["eager", "exported-form"])
 @pytest.mark.parametrize("n_tokens", [1, 7, 64])
-def test_hydra_matches_the_textbook_formula(n_tokens):
+def test_hydra_matches_the_textbook_formula(n_tokens, fold_bias):
+    """Both forms: eager (F.linear with bias) and the exported one (biases as a ones column)."""
     m = _randomise(HydraAttention(24))
     x = torch.randn(2, n_tokens, 24, dtype=F64)
-    torch.testing.assert_close(m(x), textbook_hydra(m, x), rtol=0, atol=F64_ATOL)
+    y = m(x, fold_bias=fold_bias)
+    torch.testing.assert_close(y, textbook_hydra(m, x), rtol=0, atol=F64_ATOL)
     # the paper's code listing: q * (k * v).sum(tokens) on normalised q, k
     C = x.shape[-1]
     q, k, v = m.qkv(x).split(C, dim=-1)
     q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
     listing = m.proj(q * (k * v).sum(dim=-2, keepdim=True))
-    torch.testing.assert_close(m(x), listing, rtol=0, atol=F64_ATOL)
+    torch.testing.assert_close(y, listing, rtol=0, atol=F64_ATOL)
 
 
-def test_hydra_zero_token_gives_no_nan():
-    """The eps clamp (as F.normalize): an all-zero q or k contributes 0, not NaN."""
+@pytest.mark.parametrize("fold_bias", [False, True], ids=["eager", "exported-form"])
+def test_hydra_zero_token_gives_no_nan(fold_bias):
+    """The eps (as F.normalize's clamp): an all-zero q or k contributes 0, not NaN."""
     m = _randomise(HydraAttention(8))
     with torch.no_grad():
         m.qkv.bias.zero_()
     x = torch.randn(1, 4, 8, dtype=F64)
     x[:, 2] = 0
-    y = m(x)
+    y = m(x, fold_bias=fold_bias)
     assert torch.isfinite(y).all()
     torch.testing.assert_close(y[:, 2], m.proj.bias.expand(1, 8), rtol=0, atol=F64_ATOL)
 
@@ -196,15 +200,30 @@ def test_exports_at_opset17_and_verifies(exports, name):
     assert not [n for n, s in shapes.items() if s.count(N) > 1], "an N x N tensor"
     other = res.audit["other_ops"]
     assert not {"Transpose", "Split", "Slice", "Concat"} & set(other), other
+    # Hydra: one Pad of x by a column of ones (the qkv biases as a weight row); none elsewhere
+    assert other.get("Pad", 0) == (1 if name == "block_hydra" else 0), other
     assert res.audit["totals"]["MatMul"] == 5
 
 
 def test_hydra_census_has_l2_norms_and_no_softmax(exports):
     a = exports["block_hydra"].audit
     assert a["softmax_free"] and a["totals"]["Softmax"] == 0 and a["totals"]["Exp"] == 0
-    # two per-token l2 norms: Mul + ReduceSum (over channels) + Sqrt, clamped
-    assert a["totals"]["ReduceSum"] == 2 and a["other_ops"]["Sqrt"] == 2
-    assert a["totals"]["ReduceL1"] == 0
+    # two per-token l2 normalisations in the RMS-norm form: Pow, ReduceMean (channels), Sqrt
+    assert a["other_ops"]["ReduceMean"] == 2 and a["other_ops"]["Sqrt"] == 2
+    assert a["other_ops"]["Pow"] == 2
+    assert a["totals"]["ReduceSum"] == 0 and a["totals"]["ReduceL1"] == 0
+
+
+def test_hydra_runs_lean_in_onnx_runtime(exports, tmp_path):
+    """What ORT runs (opt level all): each φ fused into one SimplifiedLayerNormalization, the
+    q/k/v projections bias-free MatMuls (no Gemm writing a broadcast bias), one Pad of x."""
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(exports["block_hydra"].path), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+    assert ops.count("SimplifiedLayerNormalization") == 2, ops
+    assert ops.count("MatMul") == 5 and "Gemm" not in ops, ops
+    assert ops.count("Pad") == 1 and not {"ReduceSum", "Sqrt", "Div", "Pow"} & set(ops), ops
 
 
 def test_mobilevitv2_census_has_one_softmax_over_n_scalars(exports):
@@ -234,11 +253,46 @@ def test_floor_macs_by_hand(n):
     assert hyd == n * C * 3 * C + n * C + n * C * C  # qkv, rᵀ(K ⊙ V), output projection
 
 
-@pytest.mark.parametrize(("name", "kind"), list(zip(BLOCKS, floor_zoo.FLOORS, strict=True)))
-def test_floor_is_the_blocks_matmuls(name, kind):
-    """PyTorch's FLOP counter on each block counts exactly its floor's products."""
-    n, c = 64, 32
-    assert floor_zoo.macs(kind, 1, n, c) == count_cost(name, tokens=n, dim=c, heads=1).flops
+#: each zoo floor and the block it is the floor of
+FLOOR_OF = {"floor_mobilevitv2": "block_mobilevitv2", "floor_hydra": "block_hydra",
+            "floor_litemla": "block_litemla"}  # fmt: skip
+
+
+@pytest.mark.parametrize(("n", "heads"), [(64, 1), (64, 4), (4, 4)])
+@pytest.mark.parametrize("kind", floor_zoo.FLOORS)
+def test_floor_is_the_blocks_matmuls(kind, n, heads):
+    """PyTorch's FLOP counter on each block counts exactly its floor's products (LiteMLA at
+    N = 64: the linear form, d = 32 or 8; at N = 4 < d + 1 = 9: the quadratic one)."""
+    c = 32
+    cost = count_cost(FLOOR_OF[kind], tokens=n, dim=c, heads=heads).flops
+    assert floor_zoo.macs(kind, 1, n, c, heads) == cost
+
+
+def test_litemla_floor_macs_by_hand():
+    """N = 4096 (64 × 64), C = 384, h = 12 heads of d = 32: qkv, the 5 × 5 depthwise conv over
+    3C, the grouped 1 × 1 (3h groups of d → d), the linear form over 2h heads ([V;1]Kᵀ, ·Q), proj
+    (2C → C); and the cost table's figure for block_litemla at that shape."""
+    n, C, h, d = 4096, 384, 12, 32
+    by_hand = n * C * 3 * C + n * 3 * C * 25 + 3 * h * n * d * d + 2 * (2 * h) * (d + 1) * d * n
+    by_hand += n * 2 * C * C
+    assert floor_zoo.macs("floor_litemla", 1, n, C, h) == by_hand == 3_496_476_672
+    # below d + 1 tokens: the quadratic form, N² · d twice per head
+    q = floor_zoo.products("floor_litemla", 1, 16, 384, 12)
+    assert [p.name for p in q][2:4] == ["att_kq", "att_v_map"]
+    assert sum(p.macs for p in q[2:4]) == 2 * (2 * 12) * 16 * 16 * 32
+
+
+def _depthwise_same(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Depthwise 'same' conv by loops: x (B, C, H, W), w (C, 1, k, k)."""
+    k = w.shape[-1]
+    xp = np.pad(x, ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)))
+    out = np.zeros_like(x)
+    for i in range(k):
+        for j in range(k):
+            out += (
+                xp[:, :, i : i + x.shape[2], j : j + x.shape[3]] * w[None, :, 0, i, j, None, None]
+            )
+    return out
 
 
 @pytest.mark.parametrize("kind", floor_zoo.FLOORS)
@@ -254,9 +308,14 @@ def test_floor_graph_computes_its_products(kind):
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds), strict=True))
     prods = floor_zoo.products(kind, B, N, C)
-    assert [p.name for p in prods] == list(outs)
+    convs = floor_zoo.convs(kind, B, N, C)
+    assert [p.name for p in prods] + [c.name for c in convs] == list(outs)
     for p in prods:
         b = inits[f"{p.name}_b"] if p.b_const else feeds[f"{p.name}_b"]
         np.testing.assert_allclose(outs[p.name], feeds[f"{p.name}_a"] @ b, rtol=1e-4, atol=1e-4)
+    for c in convs:  # LiteMLA's depthwise 5 × 5 over 3C channels on the 8 × 8 grid
+        assert c.grid == (8, 8) and c.channels == 3 * C and c.kernel == 5
+        want = _depthwise_same(feeds[f"{c.name}_a"], inits[f"{c.name}_b"])
+        np.testing.assert_allclose(outs[c.name], want, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="floor_hydra"):
         floor_zoo.products("floor_x", B, N, C)

@@ -10,26 +10,36 @@ one feature per head a per-head norm would only keep the sign). Per token n and 
 
 O(N·C) beyond the projections, no softmax, no scale. As in the paper's ViT experiments the
 layer keeps the ViT attention's ``qkv`` (C → 3C) and ``proj`` (C → C) Linear layers (names as
-timm's ``Attention``). The norm is clamped like ``F.normalize``, ``‖x‖ → max(‖x‖, eps)`` with
-eps 1e-12: equal to the paper's formula except for an all-zero token, which gives 0, not NaN.
+timm's ``Attention``). The norm carries an eps (1e-12, ``F.normalize``'s) as
+``sqrt(‖x‖² + eps²)`` (below): equal to the paper's formula except for an all-zero token, which
+gives 0, not NaN.
 
-**Evaluated lean** (equal in exact arithmetic, see tests/test_zoo_blocks.py):
+**Evaluated lean** (equal in exact arithmetic up to the eps, see tests/test_zoo_blocks.py):
 
-* ``Σ_m φ(K)_m ⊙ V_m = rᵀ(K ⊙ V)`` with ``r_m = 1/‖K_m‖``: one (1 × N)·(N × C) product; K is
-  never divided, and no ReduceSum runs over the token axis (slow in ONNX Runtime, see
-  :func:`edgeattn.attention.sima.token_l1_norm_flat`).
-* ``proj(φ(Q) ⊙ kv) = diag(1/‖Q_n‖)·(Q·M) + b_o`` with ``M = diag(kv)·W_oᵀ`` (C × C, per batch):
-  the channel weights land on W_o (C² products) and the token norms on the output rows, so Q is
-  never divided either. Matmuls left: the three projections and ``Q·M`` (N·C² each) and ``rᵀ(K⊙V)``
-  (N·C): :mod:`edgeattn.bench.floor_zoo`.
-* Token-major (B, N, C) throughout: the ℓ2 norms are reductions over the last, contiguous axis.
-  Q, K and V come from slices of ``qkv``'s weight (constants in the graph), so no N × 3C tensor
-  is split.
+* ``φ(t) = t / sqrt(‖t‖² + eps²)``, written as ONNX Runtime's RMS-norm pattern
+  ``t / sqrt(mean(t²) + eps²/C) · C^-½`` (Pow, ReduceMean, Add, Sqrt, Div, Mul), which its
+  optimiser fuses into one ``SimplifiedLayerNormalization`` pass (opt level extended/all): one
+  read and one write of the N × C tensor instead of a Mul, a ReduceSum, a Sqrt, a clamp and a
+  Div. Against ``F.normalize``'s ``max(‖t‖, eps)`` the relative difference is below
+  ``eps²/(2‖t‖²)`` (1e-24 for a unit-norm token), and an all-zero token still gives 0, not NaN.
+* ``Σ_m φ(K)_m ⊙ V_m = 1ᵀ(φ(K) ⊙ V)``: one (1 × N)·(N × C) product, no ReduceSum over the
+  token axis (slow in ONNX Runtime, see :func:`edgeattn.attention.sima.token_l1_norm_flat`).
+* ``proj(φ(Q) ⊙ kv) = φ(Q)·M + b_o`` with ``M = diag(kv)·W_oᵀ`` (C × C, per batch): the channel
+  weights land on W_o (C² products), never on the N × C tensor. Matmuls left: the three
+  projections and ``φ(Q)·M`` (N·C² each) and ``1ᵀ(φ(K)⊙V)`` (N·C): :mod:`edgeattn.bench.floor_zoo`.
+* In the exported graph the ``qkv`` biases ride in the projections: ``x`` gets one column of
+  ones (a ``Pad``) and each weight slice its bias as one more row, so q, k and v are bias-free
+  MatMuls on prepacked constants. ONNX Runtime would otherwise fuse each bias Add into a ``Gemm``
+  that first writes the broadcast bias over the whole N × C output (≈ 20 % of that product here,
+  measured): one Pad of ``x`` costs less than three of those. Eager PyTorch keeps ``F.linear``
+  (its bias is free in ``addmm``, and the FLOP count stays the textbook's); both forms are
+  tested against the textbook.
+* Token-major (B, N, C) throughout: the norms reduce the last, contiguous axis. Q, K and V come
+  from slices of ``qkv``'s weight (constants in the graph), so no N × 3C tensor is split.
 
-**Normalisation ops** in the exported graph: ``Mul`` + ``ReduceSum`` (over channels) + ``Sqrt``
-(+ ``Max`` for the clamp, ``Div``/``Reciprocal``) per ℓ2 norm, written so because ``ReduceL2``
-takes its axes as an input from opset 18 on (:func:`edgeattn.attention.xca.l2_normalize`). No
-Softmax, no Exp.
+**Normalisation ops** in the exported graph: per φ, ``Pow`` + ``ReduceMean`` + ``Add`` + ``Sqrt`` +
+``Div`` + ``Mul`` (ONNX Runtime runs them as one ``SimplifiedLayerNormalization``). No Softmax,
+no Exp.
 """
 
 from __future__ import annotations
@@ -41,9 +51,12 @@ from torch.nn import functional as F
 HYDRA_EPS = 1e-12  # F.normalize's default
 
 
-def token_l2_norm(t: torch.Tensor, eps: float = HYDRA_EPS) -> torch.Tensor:
-    """``max(‖t_n‖₂, eps)`` over the channels of each token: (B, N, C) -> (B, N, 1)."""
-    return (t * t).sum(dim=-1, keepdim=True).sqrt().clamp_min(eps)
+def cosine_normalize(t: torch.Tensor, eps: float = HYDRA_EPS) -> torch.Tensor:
+    """``φ(t) = t / sqrt(‖t_n‖² + eps²)`` over the channels of each token, (B, N, C) -> same,
+    in the RMS-norm form ONNX Runtime fuses into one pass (see the module doc)."""
+    C = int(t.shape[-1])  # the model's width: a constant in an exported graph
+    scale = torch.full((C,), float(C) ** -0.5, dtype=t.dtype, device=t.device)
+    return t / (t.pow(2).mean(dim=-1, keepdim=True) + eps * eps / C).sqrt() * scale
 
 
 class HydraAttention(nn.Module):
@@ -59,23 +72,29 @@ class HydraAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def _part(self, x: torch.Tensor, part: int) -> torch.Tensor:
-        """Part ``part`` (0 q, 1 k, 2 v) of ``qkv(x)``: (B, N, C) -> (B, N, C), from a weight
-        slice (a constant in an exported graph)."""
-        sl = slice(part * self.dim, (part + 1) * self.dim)
-        return F.linear(
-            x, self.qkv.weight[sl], None if self.qkv.bias is None else self.qkv.bias[sl]
-        )
+    def _parts(self, x: torch.Tensor, fold_bias: bool) -> list[torch.Tensor]:
+        """q, k, v = ``qkv(x)``: 3 × (B, N, C), each from a weight slice (a constant in an
+        exported graph). ``fold_bias``: the bias as one more weight row on ``x`` padded with a
+        column of ones (the exported form, see the module doc)."""
+        C, w, b = self.dim, self.qkv.weight, self.qkv.bias
+        if b is not None and fold_bias:
+            x = F.pad(x, (0, 1), value=1.0)  # (B, N, C + 1)
+            w, b = torch.cat([w, b[:, None]], dim=1), None  # (3C, C + 1)
+        return [
+            F.linear(x, w[i * C : (i + 1) * C], None if b is None else b[i * C : (i + 1) * C])
+            for i in range(3)
+        ]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fold_bias: bool | None = None) -> torch.Tensor:
+        """``fold_bias``: None = fold while exporting to ONNX only (see :meth:`_parts`)."""
         B, N, C = x.shape
-        k = self._part(x, 1)  # (B, N, C)
-        v = self._part(x, 2)  # (B, N, C)
-        r = 1.0 / token_l2_norm(k, self.eps)  # (B, N, 1): 1/‖K_n‖
-        kv = r.reshape(B, 1, N) @ (k * v)  # (B, 1, C): Σ_n φ(K)_n ⊙ V_n
+        if fold_bias is None:
+            fold_bias = torch.onnx.is_in_onnx_export()
+        q, k, v = self._parts(x, fold_bias)
+        ones = torch.ones(1, 1, N, dtype=x.dtype, device=x.device)
+        kv = ones @ (cosine_normalize(k, self.eps) * v)  # (B, 1, C): Σ_n φ(K)_n ⊙ V_n
         m = kv.reshape(B, C, 1) * self.proj.weight.t()  # (B, C, C): diag(kv)·W_oᵀ
-        q = self._part(x, 0)  # (B, N, C)
-        y = (q @ m) / token_l2_norm(q, self.eps)  # (B, N, C): φ(Q)·M
+        y = cosine_normalize(q, self.eps) @ m  # (B, N, C): φ(Q)·M
         if self.proj.bias is not None:
             y = y + self.proj.bias
         return self.proj_drop(y)

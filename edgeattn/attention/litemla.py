@@ -11,7 +11,9 @@ then the heads are concatenated and a 1x1 conv + BatchNorm projects them (``proj
 no scale. The official code evaluates it two ways and picks one by the token count:
 
 * ``relu_linear_att`` (``kv_first`` here, H·W > d): V padded with a row of ones, ``[V;1]·Kᵀ`` is
-  (d+1) x d, times Q gives (d+1) x N; the last row is the denominator (≈ 2·N·d·(d+1) per head);
+  (d+1) x d, times Q gives (d+1) x N; the last row is the denominator (≈ 2·N·d·(d+1) per head).
+  Here the ones row is its own pair of products, ``(1ᵀKᵀ)·Q`` (N·d each), next to ``(V·Kᵀ)·Q``:
+  the same multiply-adds and sums, without padding V or slicing the (d+1) x N result;
 * ``relu_quadratic_att`` (``qk_first``, H·W ≤ d): the N x N map ``KᵀQ``, each query's column
   divided by its sum + eps, then ``V·map`` (≈ 2·N²·d per head).
 
@@ -33,7 +35,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from edgeattn.attention.order import validate_crossover, validate_order
 
@@ -150,12 +151,16 @@ def relu_linear_att(qkv: torch.Tensor, dim: int, eps: float) -> torch.Tensor:
     if dtype == torch.float16:
         qkv = qkv.float()  # the official upcast: the whole linear form in float32
     q, k, v = _split_heads(qkv, dim)
-    v = F.pad(v, [0, 0, 0, 1], mode="constant", value=1.0)  # (B, h, d+1, N): a row of ones
-    vk = v @ k.transpose(-1, -2)  # (B, h, d+1, d)
-    out = vk @ q  # (B, h, d+1, N); the last row is Σ_i k_i·q_j
-    if out.dtype == torch.bfloat16:
-        out = out.float()
-    out = out[:, :, :-1] / (out[:, :, -1:] + eps)  # (B, h, d, N)
+    N = H * W
+    # [V;1]·Kᵀ·Q with the ones row as its own products: the same multiply-adds, but neither V
+    # padded nor the (d+1) × N result sliced (two N-sized copies fewer in ONNX Runtime)
+    ones = torch.ones(N, 1, dtype=k.dtype, device=k.device)
+    ks = (k @ ones).transpose(-1, -2)  # (B, h, 1, d): 1ᵀKᵀ, the ones row times Kᵀ
+    num = (v @ k.transpose(-1, -2)) @ q  # (B, h, d, N)
+    den = ks @ q  # (B, h, 1, N): Σ_i k_i·q_j
+    if num.dtype == torch.bfloat16:
+        num, den = num.float(), den.float()
+    out = num / (den + eps)  # (B, h, d, N)
     return out.reshape(B, -1, H, W).to(dtype)
 
 

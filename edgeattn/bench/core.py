@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeattn.bench import methods as _methods
+from edgeattn.bench.grid import grid_for
 from edgeattn.bench.methods import BenchMethod
 from edgeattn.defaults import OPSET
 from edgeattn.errors import EXIT_OK, EXIT_RUN_FAILED, BenchError
@@ -101,19 +102,6 @@ class Shape:
 def _divisor_near(n: int, h: int) -> int:
     divs = [d for d in range(1, n + 1) if n % d == 0]
     return min(divs, key=lambda d: abs(d - h))
-
-
-def grid_for(tokens: int) -> tuple[int, int] | None:
-    """The most square (H, W) with H*W == tokens and H, W >= 2, else None (SOFT needs a grid)."""
-    best = None
-    h = 1
-    while h * h <= tokens:
-        if tokens % h == 0:
-            best = (h, tokens // h)
-        h += 1
-    if best is None or best[0] < 2:
-        return None
-    return best
 
 
 _RUN = run_defaults()
@@ -301,7 +289,7 @@ class Job:
             g = grid_for(self.shape.tokens)
             if g is None:
                 raise BenchError(
-                    f"SOFT needs a token grid but --tokens {self.shape.tokens} has no H×W "
+                    f"{self.method.key} needs a token grid but --tokens {self.shape.tokens} has no H×W "
                     "factorisation with both sides >= 2; use e.g. a square token count"
                 )
             ov.setdefault("grid", g)

@@ -86,8 +86,7 @@ def group_spec(
     ids = {m: rid for m, rid in members}
     ratios = [{"name": r.name, "num": ids[r.num], "den": ids[r.den]} for r in ratios_for(ids)]
     ratios += vs_ref_ratios(ids)
-    pair = _methods.profiled()
-    profile = [ids[m] for m in pair if m in ids] if settings.pair_profile else []
+    profile = _profiled_members(ids) if settings.pair_profile else []
     return {
         "id": group_id,
         "runs": [rid for _, rid in members],
@@ -99,12 +98,29 @@ def group_spec(
         "tries": settings.pair_tries,
         "tolerance": settings.stability_tolerance,
         "seed": settings.seed,
-        "profile": profile if len(profile) == len(pair) else [],
+        "profile": profile,
         "profile_runs": settings.pair_profile_runs,
         "target_halfwidth": settings.pair_target_halfwidth,
         "budget_s": settings.pair_budget_s,
         "meta": dict(meta or {}),
     }
+
+
+def _profiled_members(ids: dict[str, str]) -> list[str]:
+    """The run ids the op table profiles: the table's profiled pair (exp vs l1 at fixed order)
+    when both are measured; else, for a set without it (``--methods zoo``), every block that has a
+    normaliser, so each attention's normalisation ops get their own row."""
+    pair = _methods.profiled()
+    if all(m in ids for m in pair):
+        return [ids[m] for m in pair]
+    blocks = [
+        m
+        for m in ids
+        if (spec := _methods.get(m)) is not None
+        and spec.kind == "block"
+        and spec.normaliser != "none"
+    ]
+    return [ids[m] for m in blocks] if len(blocks) >= 2 else []
 
 
 # ----------------------------------------------------------------------------------- reading
@@ -396,7 +412,7 @@ def op_table(rec: dict[str, Any], title: str = "") -> Any:
     runs = sorted({b.get("profiled_runs") or 0 for b in rows.values()})
     t = Table(
         title=title
-        or "exp vs l1, isolated from the matmuls (ORT profiler, ms per run: median of "
+        or f"{_op_title(rows)}, isolated from the matmuls (ORT profiler, ms per run: median of "
         f"{'/'.join(map(str, runs))} profiled runs [95 % interval])",
         title_justify="left",
         box=box.SIMPLE_HEAD,
@@ -410,6 +426,11 @@ def op_table(rec: dict[str, Any], title: str = "") -> Any:
         share = _pct(b["norm_share"]) if sh is None else _fmt_iv(sh, "{:.0%}")
         t.add_row(meth, norm, share, _ms(b["nxn_matmul_ms"]), _ms(b["node_ms"]), op_verdict(b))
     return t
+
+
+def _op_title(rows: dict[str, dict[str, Any]]) -> str:
+    """'exp vs l1' for the profiled pair; 'normalisation ops' for any other set."""
+    return "exp vs l1" if set(rows) == set(_methods.profiled()) else "normalisation ops"
 
 
 def op_lines(rec: dict[str, Any]) -> list[str]:

@@ -286,7 +286,7 @@ def check_hosts(hosts: Sequence[str] | None) -> None:
 
 
 def _factorable(n: int) -> bool:
-    from edgeattn.bench.core import grid_for
+    from edgeattn.bench.grid import grid_for
 
     return grid_for(n) is not None
 
@@ -305,7 +305,7 @@ def nearest_grid_tokens(n: int) -> tuple[int, ...]:
 def check_grids(jobs: Sequence[Any], all_methods: Sequence[str] | None = None) -> None:
     """SOFT needs a token grid (H×W, both >= 2): name the nearest valid N and the methods without
     SOFT."""
-    from edgeattn.bench.core import grid_for
+    from edgeattn.bench.grid import grid_for
 
     for j in jobs:
         if not j.method.needs_grid:

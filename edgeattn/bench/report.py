@@ -221,9 +221,23 @@ def bench_table(records: Sequence[dict[str, Any]], title: str = "") -> Any:
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
+    # "fastest ÷ method" (paired, with its interval) when the reference is not the table's
+    # first default (softmax not measured), or when the blocks measured make up a named set
+    # (``--methods zoo``): a comparison of attentions reads against the fastest of them
+    from edgeattn.bench import methods as _methods
+
+    fastest, vs_fast = pairs.vs_fastest(prec)
+    blocks = {k for k in keys.values() if not pairs.is_graph_method(k)}
+    in_set = any(len(ks) >= 3 and set(ks) <= blocks for ks in _methods.sets().values())
+    default_ref = next(iter(_methods.default_methods()), None)
+    show_fast = fastest is not None and (ref != default_ref or in_set)
     heads = ("method", "order", "p50 ms", "p90 ms", f"{ref} ÷ method", "GFLOP/s")
+    if show_fast:
+        heads = heads[:5] + ("fastest ÷ method",) + heads[5:]
     for c in heads:
-        t.add_column(c, no_wrap=True, justify=_just(c))
+        # with both ratio columns, a narrow terminal wraps their intervals, never a name
+        wrap = show_fast and "÷" in c
+        t.add_column(c, no_wrap=not wrap, justify=_just(c), min_width=13 if wrap else None)
     lat = p.get("latency_ms") or {}
     for m in p.get("members", []):
         key = keys[m["id"]]
@@ -236,8 +250,13 @@ def bench_table(records: Sequence[dict[str, Any]], title: str = "") -> Any:
             rcell = pairs.fmt_ratio(vs[key]) + (" ≈1" if vs[key].get("no_difference") else "")
         else:
             rcell = "-"  # a graph (pure op, matmul floor): see its named ratio
+        cells = [rcell]
+        if show_fast:
+            r = vs_fast.get(key)
+            fcell = "1 (fastest)" if key == fastest else pairs.fmt_ratio(r)
+            cells.append(fcell + (" ≈1" if r and r.get("no_difference") else ""))
         t.add_row(
-            key, _order_str(meta), _fmt_ms(med), _fmt_ms(_p90(values)), rcell,
+            key, _order_str(meta), _fmt_ms(med), _fmt_ms(_p90(values)), *cells,
             _gflops_per_s(meta.get("gflops"), med),
         )  # fmt: skip
     _error_rows(t, errors, len(heads))

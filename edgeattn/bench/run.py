@@ -316,10 +316,10 @@ def bench_jobs(shape: core.Shape, names: Sequence[str], precision: str = "fp32")
         if i == 0 or not core.METHODS[m].is_graph
     ]
     for p in precisions:
-        suffix = INT8_GRAPH_SUFFIX.get(p)
+        suffix = INT8_GRAPH_SUFFIX.get(p.partition(":")[0])  # int8-static:<recipe> too
         for m in [m for m in names if core.METHODS[m].is_graph and suffix]:
             twin = f"{m}{suffix}"
-            if twin in core.METHODS and twin not in names:
+            if twin in core.METHODS and twin not in [j.method.key for j in jobs]:
                 jobs.append(core.Job(core.METHODS[twin], shape))
     return jobs
 

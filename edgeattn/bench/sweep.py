@@ -2,8 +2,11 @@
 
 - tokens regime (N > D): D and h fixed, N grows; softmax MSA is the quadratic baseline.
 - channels regime (N < D): N fixed, D grows; XCA (softmax over the d×d map) is the baseline.
-- crossover: SimA at both fixed orders over N around head_dim; the first N from which Q(KᵀV)
-  stays faster than (QKᵀ)V, interpolated in log N between the bracketing points.
+- crossover: for every crossover pair the method table declares (SimA's ``sima_qk`` /
+  ``sima_kv``, LiteMLA's ``litemla_quadratic`` / ``litemla_linear``, ...), both fixed orders over
+  N around head_dim; the first N from which Q(KᵀV) stays faster than (QKᵀ)V, interpolated in
+  log N between the bracketing points. A pair whose blocks need a token grid gets each N moved
+  up to the next count with an H×W grid.
 """
 
 from __future__ import annotations
@@ -85,10 +88,33 @@ def crossover_grid(head_dim: int, points: int = 9) -> list[int]:
     return sorted(vals)
 
 
-def crossover_jobs(dim: int, heads: int, tokens: Sequence[int] | None = None) -> list[Job]:
+def _with_grid(tokens: Sequence[int]) -> list[int]:
+    """Each N moved up to the next token count with an H×W grid (both sides >= 2), once each."""
+    from edgeattn.bench.grid import grid_for
+
+    out: list[int] = []
+    for n in tokens:
+        n = max(int(n), 4)
+        while grid_for(n) is None:
+            n += 1
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def crossover_jobs(
+    dim: int, heads: int, tokens: Sequence[int] | None = None, pairs: Sequence[str] | None = None
+) -> list[Job]:
+    """Both sides of each crossover pair (``pairs``; default: every pair the table declares) at
+    each N of ``tokens`` (default: :func:`crossover_grid` around head_dim)."""
     grid = list(tokens) if tokens else crossover_grid(dim // heads)
-    pair = _mt.crossover_pair()
-    return [Job(METHODS[m], Shape(n, dim, heads)) for n in grid for m in pair]
+    jobs = []
+    for pair in pairs if pairs is not None else _mt.crossover_pairs():
+        ns = _with_grid(grid) if _mt.crossover_needs_grid(pair) else grid
+        jobs += [
+            Job(METHODS[m], Shape(n, dim, heads)) for n in ns for m in _mt.crossover_pair(pair)
+        ]
+    return jobs
 
 
 @dataclass(frozen=True)
@@ -97,12 +123,15 @@ class Crossover:
     heads: int
     head_dim: int
     crossover: int | None  # measured: Q(KᵀV) faster from this N on; None if never/always
-    rule: int  # official rule: qk_first iff N < head_dim
+    rule: int  # official rule: qk_first iff N < rule (SimA: head_dim; LiteMLA: head_dim + 1)
     points: list[dict[str, Any]]
     note: str
+    pair: str = ""  # the method table's crossover pair (``sima``, ``litemla``)
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "pair": self.pair,
+            "methods": list(_mt.crossover_pair(self.pair or None)),
             "dim": self.dim,
             "heads": self.heads,
             "head_dim": self.head_dim,
@@ -113,8 +142,11 @@ class Crossover:
         }
 
 
-def find_crossover(records: Sequence[dict[str, Any]], dim: int, heads: int) -> Crossover:
-    """From sima_qk / sima_kv records at one (D, h), the measured crossover N.
+def find_crossover(
+    records: Sequence[dict[str, Any]], dim: int, heads: int, pair: str | None = None
+) -> Crossover:
+    """From the records of crossover pair ``pair`` (default: the table's first, SimA's sima_qk /
+    sima_kv) at one (D, h), the measured crossover N.
 
     Where a paired record holds both orders, its median per-round ratio (QKᵀ)V / Q(KᵀV) decides
     (drift cancels); otherwise the isolated medians do. A point whose paired interval holds 1.0
@@ -122,8 +154,9 @@ def find_crossover(records: Sequence[dict[str, Any]], dim: int, heads: int) -> C
     """
     from edgeattn.bench import pairs
 
-    qk_key, kv_key = _mt.crossover_pair()
-    ratio_name = _mt.crossover_ratio()
+    qk_key, kv_key = _mt.crossover_pair(pair)
+    ratio_name = _mt.crossover_ratio(pair)
+    name = _mt.crossover_pair_name(pair)
     qk: dict[int, float] = {}
     kv: dict[int, float] = {}
     paired_at: dict[int, dict[str, Any]] = {}
@@ -146,9 +179,11 @@ def find_crossover(records: Sequence[dict[str, Any]], dim: int, heads: int) -> C
         qk[n], kv[n] = r["median"], 1.0
     ns = sorted(set(qk) & set(kv))
     hd = dim // heads
+    rule = _mt.crossover_rule(pair, hd)
     if len(ns) < 2:
         raise BenchError(
-            f"crossover for D={dim} h={heads}: need both orders at >= 2 token counts, got {ns}"
+            f"{name} crossover for D={dim} h={heads}: need both orders at >= 2 token counts, "
+            f"got {ns}"
         )
     points = []
     for n in ns:
@@ -171,11 +206,11 @@ def find_crossover(records: Sequence[dict[str, Any]], dim: int, heads: int) -> C
             idx = i
             break
     if idx is None:
-        return Crossover(dim, heads, hd, None, hd, points, f"(QKᵀ)V stayed faster up to N={ns[-1]}")
+        note = f"{name}: (QKᵀ)V stayed faster up to N={ns[-1]}"
+        return Crossover(dim, heads, hd, None, rule, points, note, name)
     if idx == 0:
-        return Crossover(
-            dim, heads, hd, ns[0], hd, points, f"Q(KᵀV) already faster at the smallest N={ns[0]}"
-        )
+        note = f"{name}: Q(KᵀV) already faster at the smallest N={ns[0]}"
+        return Crossover(dim, heads, hd, ns[0], rule, points, note, name)
     # Interpolate the sign change of log(kv/qk) in log N between ns[idx-1] and ns[idx].
     a, b = ns[idx - 1], ns[idx]
     fa = math.log(kv[a] / qk[a])
@@ -187,9 +222,10 @@ def find_crossover(records: Sequence[dict[str, Any]], dim: int, heads: int) -> C
         heads,
         hd,
         max(a + 1, min(b, math.ceil(n_star))),
-        hd,
+        rule,
         points,
-        f"between N={a} and N={b}",
+        f"{name}: between N={a} and N={b}",
+        name,
     )
 
 
@@ -318,6 +354,8 @@ class SweepPlan:
     dim: int
     jobs: list[Job]
     crossover_heads: list[int]
+    #: the crossover pairs it reads; None: every declared pair with records
+    crossover_pairs: list[str] | None = None
 
     @property
     def has_crossover(self) -> bool:
@@ -334,14 +372,23 @@ def plan_sweep(
     crossover_heads: str | Sequence[int] | None = None,
     crossover_grid: str | Sequence[int] | None = None,
     methods: str | Sequence[str] | None = None,
+    crossover_pairs: str | Sequence[str] | None = None,
 ) -> SweepPlan:
     """The jobs of ``regime`` (tokens, channels, crossover or both = all three), de-duplicated
     (a crossover point can coincide with a grid point). ``methods`` overrides the tokens and
-    channels regimes' methods; ``crossover_heads`` defaults to ``heads`` and 1."""
+    channels regimes' methods; ``crossover_heads`` defaults to ``heads`` and 1;
+    ``crossover_pairs`` (comma list) to every pair the method table declares."""
     from edgeattn.bench.core import parse_methods
 
     if regime not in REGIMES:
         raise BenchError(f"--regime {regime!r}; valid: {', '.join(REGIMES)}")
+    declared = list(_mt.crossover_pairs())
+    if isinstance(crossover_pairs, str):
+        crossover_pairs = [p.strip() for p in crossover_pairs.split(",") if p.strip()]
+    xpairs = list(crossover_pairs) if crossover_pairs else declared
+    bad = [p for p in xpairs if p not in declared]
+    if bad:
+        raise BenchError(f"crossover pair {bad[0]!r}; valid: {', '.join(declared)}")
     jobs: list[Job] = []
     if regime in ("tokens", "both"):
         ms = parse_methods(methods) if methods else list(_mt.in_regime("tokens"))
@@ -355,12 +402,13 @@ def plan_sweep(
         for h in xheads:
             if dim % h:
                 raise BenchError(f"--crossover-heads {h}: --dim {dim} is not divisible by it")
-            jobs += crossover_jobs(dim, h, parse_int_list(crossover_grid, "--crossover-grid"))
+            grid = parse_int_list(crossover_grid, "--crossover-grid")
+            jobs += crossover_jobs(dim, h, grid, xpairs)
     seen: set[str] = set()
     uniq = [j for j in jobs if not (j.id in seen or seen.add(j.id))]  # first of each id
     if not uniq:
         raise BenchError(f"--regime {regime}: the grids give nothing to measure")
-    return SweepPlan(regime, dim, uniq, xheads)
+    return SweepPlan(regime, dim, uniq, xheads, xpairs)
 
 
 def measure_plan(
@@ -395,10 +443,15 @@ def measure_plan(
 
 
 def crossovers(plan: SweepPlan, records: Sequence[dict[str, Any]]) -> list[Crossover]:
-    """The measured crossover at each of the plan's (D, h); [] when it reads none."""
+    """The measured crossover of each of the plan's pairs at each of its (D, h); [] when it
+    reads none. Without declared pairs: every pair with a record of both its methods."""
     if not plan.has_crossover:
         return []
-    return [find_crossover(records, plan.dim, h) for h in plan.crossover_heads]
+    pairs = plan.crossover_pairs
+    if pairs is None:
+        seen = {(r.get("meta") or {}).get("method") for r in ok(records)}
+        pairs = [p for p, ms in _mt.crossover_pairs().items() if set(ms) <= seen]
+    return [find_crossover(records, plan.dim, h, p) for p in pairs for h in plan.crossover_heads]
 
 
 def write_crossover(

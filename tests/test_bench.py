@@ -273,11 +273,16 @@ def test_sweep_crossover_writes_threshold(tmp_path, cache):
         cache=cache,
     )
     assert r.returncode == 0, r.stderr[-2000:]
+    from edgeattn.bench import methods
+
     data = json.loads(xo.read_text())
-    [c] = data["crossovers"]
-    assert c["head_dim"] == 16 and c["rule_threshold"] == 16
-    assert {p["tokens"] for p in c["points"]} == {4, 16, 64}
-    assert len(read(out)) == 6
+    found = {c["pair"]: c for c in data["crossovers"]}  # every pair the method table declares
+    assert set(found) == set(methods.crossover_pairs()) >= {"sima", "litemla"}
+    assert found["sima"]["head_dim"] == 16 and found["sima"]["rule_threshold"] == 16
+    assert found["litemla"]["rule_threshold"] == 17  # the official H·W > dim
+    for c in found.values():
+        assert {p["tokens"] for p in c["points"]} == {4, 16, 64}
+    assert len(read(out)) == 6 * len(found)
 
 
 def test_plot_needs_a_known_suffix(bench_out, tmp_path):

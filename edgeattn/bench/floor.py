@@ -128,7 +128,6 @@ def build(kind: str, batch: int, tokens: int, dim: int, heads: int, opset: int):
 def graph_of(kind: str, prods: list[Product], opset: int, producer: str):
     """The floor graph of ``prods``: one MatMul per product, weights as initializers,
     activations as inputs, every product an output (also ``bench.floor_zoo``'s)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     weights = _weights(prods)
@@ -143,6 +142,14 @@ def graph_of(kind: str, prods: list[Product], opset: int, producer: str):
         shape = list(p.a[:-1]) + [p.b[-1]]
         outputs.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, shape))
         nodes.append(helper.make_node("MatMul", [a, b], [y], name=f"/floor/{p.name}/MatMul"))
+    return _model(nodes, kind, inputs, outputs, inits, opset, producer)
+
+
+def _model(nodes, kind: str, inputs, outputs, inits, opset: int, producer: str):
+    """The checked ModelProto of a floor graph (IR 8: what ONNX Runtime 1.x reads)."""
+    import onnx
+    from onnx import helper
+
     graph = helper.make_graph(nodes, kind, inputs, outputs, initializer=inits)
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", opset)], producer_name=producer
@@ -184,7 +191,6 @@ def graph_of_int8(kind: str, prods: list[Product], opset: int, producer: str):
     """The int8 floor graph of ``prods`` (module doc): per product, uint8 activation inputs (int8
     weight initializers), ``DQ · DQ -> MatMul -> Q`` with MinMax scales, a uint8 output."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     weights = _weights(prods)
@@ -226,13 +232,7 @@ def graph_of_int8(kind: str, prods: list[Product], opset: int, producer: str):
             helper.make_node("MatMul", [f"{a}_dq", f"{b}_dq"], [f"{y}_f"], name=f"{scope}/MatMul"),
             helper.make_node("QuantizeLinear", [f"{y}_f", *y_q], [y], name=f"{scope}/Q"),
         ]
-    graph = helper.make_graph(nodes, kind, inputs, outputs, initializer=inits)
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name=producer
-    )
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return _model(nodes, kind, inputs, outputs, inits, opset, producer)
 
 
 def export(

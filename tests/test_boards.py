@@ -318,8 +318,10 @@ def test_report_shows_the_board_next_to_the_local_run(bench_runs):
     assert "pi4" in text and "Cortex-A72" in text
     # the board's column says emulated (rich may wrap a long header over two lines)
     # the board is labelled emulated wherever it is named: the latency table's and the ratio
-    # table's column headers, and its block of named lines (rich may wrap a long header)
-    assert text.count("(emulated —") == 3 and text.count("device speed)") == 3, text
+    # table's column headers, its block of named lines and its conditions block (rich may wrap
+    # a long header)
+    assert text.count("(emulated —") == 4 and text.count("device speed)") == 4, text
+    assert "throttling not checked: no cpufreq or throttle bits readable" in text
     from edgeattn.bench.report import device_label
 
     (rem,) = {device_label(r) for r in _read(bench_runs["remote"]) if r.get("model")}
@@ -667,9 +669,9 @@ def test_two_boards_in_parallel_side_by_side(pi4, old_python, export_cache, tmp_
     assert rep.returncode == 0, rep.stdout + rep.stderr
     lines = rep.stdout.splitlines()
     assert any("pi4" in ln for ln in lines) and any("old-python" in ln for ln in lines)
-    # both boards say emulated wherever they are named (two table headers and a block of lines
-    # each; rich may wrap a long header over two lines)
-    assert rep.stdout.count("(emulated —") == 6 and rep.stdout.count("device speed)") == 6
+    # both boards say emulated wherever they are named (two table headers, a block of lines and
+    # a conditions block each; rich may wrap a long header over two lines)
+    assert rep.stdout.count("(emulated —") == 8 and rep.stdout.count("device speed)") == 8
     assert elapsed > 0
 
 

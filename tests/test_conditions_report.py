@@ -120,6 +120,25 @@ def test_no_marked_rounds_no_without_lines_and_no_energy_line():
     assert cond.condition_lines(old) == []  # a record from before conditions: nothing said
 
 
+def test_a_device_that_tells_nothing_says_throttling_was_not_checked():
+    """No cpufreq and no throttle bits (this VM, the emulated boards): no round could be marked,
+    so the output says so instead of '0 of N rounds marked'."""
+    rec = _record(CLEAN, [1.0] * 12, [False] * 12)
+    rec["paired"]["conditions_sources"] = {
+        "cpufreq": False,
+        "thermal": None,
+        "throttle": None,
+        "energy": None,
+        "unreadable": ["thermal", "cpufreq", "throttle", "powercap", "hwmon"],
+    }
+    lines = cond.condition_lines(rec)
+    assert lines[0] == (
+        "throttling not checked: no cpufreq or throttle bits readable on this device "
+        "(12 rounds, none could be marked)"
+    )
+    assert not any("rounds marked" in ln for ln in lines)
+
+
 def test_energy_per_inference_and_energy_ratio_by_hand():
     # A spends 4000 + 100 i µJ in round i, B 2000 µJ; one unreadable B entry in round 0
     energy = [[4000.0 + 100 * i, 2000.0] for i in range(20)]

@@ -187,6 +187,12 @@ def marked_line(rec: dict[str, Any]) -> str | None:
     conds = _p(rec).get("round_conditions")
     if not conds:
         return None
+    src = _p(rec).get("conditions_sources")
+    if src and not (src.get("cpufreq") or src.get("throttle")):  # nothing could mark a round
+        return (
+            f"throttling not checked: no cpufreq or throttle bits readable on this device "
+            f"({len(conds)} rounds, none could be marked)"
+        )
     why = mark_reasons(rec)
     return (
         f"{len(marked(rec))} of {len(conds)} rounds marked (throttled {why['throttled']} / "

@@ -227,7 +227,6 @@ class LiteMLA(nn.Module):
         total = heads * dim
         self.dim = dim
         self.heads = heads
-        self.heads_total = heads * (1 + len(scales))  # with the aggregated scales' heads
         self.eps = eps
         self.order = validate_litemla_order(order)
         self.crossover = validate_crossover(crossover)
@@ -271,8 +270,8 @@ class LiteMLA(nn.Module):
                 out = _scripted_dispatch()(qkv, self.dim, self.eps, thr)
                 # the traced sizes (constants when static) give the If's output its shape back,
                 # so the next layers' conditions fold too
-                B, _, H, W = qkv.shape
-                return out.reshape(B, self.heads_total * self.dim, H, W)
+                B, C, H, W = qkv.shape
+                return out.reshape(B, C // 3, H, W)
             order = "qk_first" if n < thr else "kv_first"
         if order == "qk_first":
             return relu_quadratic_att(qkv, self.dim, self.eps)
@@ -280,8 +279,12 @@ class LiteMLA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self.qkv(x)  # (B, 3·h·d, H, W)
-        qkv = torch.cat([qkv] + [op(qkv) for op in self.aggreg], dim=1)  # (B, 3·h'·d, H, W)
-        return self.proj(self.attend(qkv))
+        # each scale's heads attend on their own: the official code concatenates the scales'
+        # qkv first (heads never mix, so the outputs are the same), which costs ONNX Runtime a
+        # copy of 2·3·h·d·N values before the head split; the outputs (a third of that) are
+        # concatenated instead, in the official head order
+        parts = [qkv] + [op(qkv) for op in self.aggreg]
+        return self.proj(torch.cat([self.attend(p) for p in parts], dim=1))
 
     def extra_repr(self) -> str:
         return (

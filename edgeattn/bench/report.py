@@ -365,6 +365,11 @@ def summary_lines(summary: dict[str, Any], shape: str = "") -> list[str]:
         elif name in (summary.get("missing") or {}):
             spec = pairs.RATIO_BY_NAME[name]
             needs.append(f"{spec.label} (add {','.join(summary['missing'][name])})")
+    # the other named ratios this run measured (a block against its matmul floor, ...)
+    for spec in pairs.RATIOS:
+        r = summary.get(spec.name)
+        if r and spec.name not in __getattr__("SUMMARY_RATIOS"):
+            out.append(pairs.ratio_line(spec.name, r, summary.get("dynamic_order_taken")))
     if needs:
         out.append("not measured, for want of a method: " + "; ".join(needs))
     npe = summary.get("ns_per_element") or {}

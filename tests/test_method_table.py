@@ -227,7 +227,8 @@ def test_bench_table_ratio_to_the_fastest_only_without_softmax_or_for_a_named_se
 
 def test_the_op_table_profiles_the_pair_or_else_every_normalising_block():
     """Default set: only the exp-vs-l1 pair is profiled; the zoo (no such pair): every block
-    with a normaliser gets a profile (its row in the op table); graphs never."""
+    whose normalisation ops a profile can find gets one (its row in the op table); a fused
+    attention op and graphs never."""
     from edgeattn.bench import core, methods, pairs
 
     st = core.Settings()
@@ -236,12 +237,12 @@ def test_the_op_table_profiles_the_pair_or_else_every_normalising_block():
     assert sorted(spec["profile"]) == sorted(f"{m}/N" for m in methods.profiled())
     zoo = methods.sets()["zoo"]
     spec = pairs.group_spec("g", [(m, f"{m}/N") for m in zoo], st)
-    want = [
-        f"{m}/N"
-        for m in zoo
-        if methods.method(m).kind == "block" and methods.method(m).normaliser != "none"
-    ]
+    want = [f"{m}/N" for m in zoo if methods.method(m).kind == "block" and methods.method(m).ops()]
     assert spec["profile"] == want and len(want) >= 3
+    fused = [m for m in zoo if methods.method(m).kind == "block" and not methods.method(m).ops()]
+    assert fused and not any(
+        f"{m}/N" in spec["profile"] for m in fused
+    )  # softmax inside a fused op
     assert (
         pairs.group_spec("g", [(m, f"{m}/N") for m in zoo], core.Settings(pair_profile=False))[
             "profile"

@@ -108,17 +108,16 @@ def group_spec(
 
 def _profiled_members(ids: dict[str, str]) -> list[str]:
     """The run ids the op table profiles: the table's profiled pair (exp vs l1 at fixed order)
-    when both are measured; else, for a set without it (``--methods zoo``), every block that has a
-    normaliser, so each attention's normalisation ops get their own row."""
+    when both are measured; else, for a set without it (``--methods zoo``), every block whose
+    normalisation ops the profile can find (not a fused attention op, whose softmax is inside
+    it), so each attention's normalisation ops get their own row."""
     pair = _methods.profiled()
     if all(m in ids for m in pair):
         return [ids[m] for m in pair]
     blocks = [
         m
         for m in ids
-        if (spec := _methods.get(m)) is not None
-        and spec.kind == "block"
-        and spec.normaliser != "none"
+        if (spec := _methods.get(m)) is not None and spec.kind == "block" and spec.ops()
     ]
     return [ids[m] for m in blocks] if len(blocks) >= 2 else []
 
@@ -463,7 +462,9 @@ def op_verdict(b: dict[str, Any]) -> str:
         return "no interval"
     if nm["verdict"] == "consistent":
         return "consistent"
-    half = (nm["ci_high"] - nm["ci_low"]) / 2 / nm["median"] if nm["median"] else float("inf")
+    if not nm["median"]:
+        return "no such ops"  # none of its normalisation ops ran (fused away)
+    half = (nm["ci_high"] - nm["ci_low"]) / 2 / nm["median"]
     return f"noisy ±{half:.0%}"
 
 

@@ -210,6 +210,11 @@ def test_retention_interval_is_a_seeded_bootstrap_that_covers_the_ratio():
     assert r1["ratio"] == pytest.approx(1.13 / 1.03, rel=1e-9)
     assert cond.first_marked_s(rec) is None
     assert "first marked round: none" in cond.sustained_lines(rec)
+    rec["paired"]["conditions_sources"] = {"cpufreq": False, "throttle": None}  # nothing to read
+    assert (
+        "first marked round: not checked (nothing on this device could mark one)"
+        in cond.sustained_lines(rec)
+    )
 
 
 def test_sustained_plot_writes_a_png(tmp_path):
@@ -411,6 +416,10 @@ def test_tiny_sustained_bench_marks_exactly_the_rounds_after_the_flip(tmp_path):
     assert "retention softmax: last-" in text and "first marked round at" in text
     assert "conditions sampled per round:" in text and cond.NO_ENERGY in text
     assert "placement: cpus 0" in text
+    # the legend names the methods from the paired record (a sustained run has no alone pass)
+    lines = r.stdout.splitlines()
+    assert any(ln.startswith("softmax: ") for ln in lines)
+    assert not any(ln.startswith(".") for ln in lines)
     png = tmp_path / "r-sustained.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
     rep = _cli("report", str(out), env={"COLUMNS": "200"})

@@ -531,11 +531,13 @@ def sustained_lines(rec: dict[str, Any]) -> list[str]:
     else:
         out.append("retention: too few rounds for a first and a last window")
     t = s["first_marked_s"]
-    out.append(
-        "first marked round: none"
-        if t is None
-        else f"first marked round at {t:.1f} s ({s['marked']} marked in all)"
-    )
+    src = _p(rec).get("conditions_sources")
+    if t is None and src and not (src.get("cpufreq") or src.get("throttle")):
+        out.append("first marked round: not checked (nothing on this device could mark one)")
+    elif t is None:
+        out.append("first marked round: none")
+    else:
+        out.append(f"first marked round at {t:.1f} s ({s['marked']} marked in all)")
     return out
 
 

@@ -331,11 +331,15 @@ def _gflops_per_s(gflops: float | None, median_ms: float | None) -> str:
 
 
 def legend(records: Sequence[dict[str, Any]]) -> list[str]:
+    """'method: label' for every method of the records: from each record's meta, and for a paired
+    record (a sustained run has no other) from its members' meta."""
     seen: dict[str, str] = {}
     for r in records:
-        m = r.get("meta") or {}
-        if m.get("method") and m.get("label"):
-            seen.setdefault(m["method"], m["label"])
+        metas = [r.get("meta") or {}]
+        metas += [mb.get("meta") or {} for mb in (r.get("paired") or {}).get("members") or []]
+        for m in metas:
+            if m.get("method") and m.get("label"):
+                seen.setdefault(m["method"], m["label"])
     return [f"{k}: {v}" for k, v in seen.items()]
 
 

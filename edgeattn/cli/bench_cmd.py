@@ -219,9 +219,13 @@ def _print_bench(con: Any, res: Any, tries: int) -> None:
         con.print(keep_whole(table, *range(len(table.columns))))
         con.print("[dim]" + report.table_note(recs) + "[/]")
         alone = report.deployed_table(recs)
-        if alone is not None and report.isolated(recs):  # a sustained run has no alone pass
+        shown = alone is not None and bool(report.isolated(recs))  # sustained: no alone pass
+        if shown:
             con.print(keep_whole(alone, *range(len(alone.columns))))
-        con.print("[dim]" + "; ".join(report.legend(recs)) + ". F = fused attention op.[/]")
+        words = report.legend(recs)
+        if words:
+            fused = ". F = fused attention op." if shown else "."
+            con.print("[dim]" + "; ".join(words) + fused + "[/]")
         for line in report.summary_lines(res.summaries[dev], res.shape):
             con.print("  " + line)
         if res.summaries[dev].get("op_level"):

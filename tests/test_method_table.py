@@ -141,7 +141,8 @@ ZOO_NORM_OPS = {
     "xca": {"Softmax", "ReduceSum", "Sqrt", "Clip", "Div"},
     "mobilevitv2": {"Softmax"},
     "litemla": {"Relu", "Add", "Div"},
-    "hydra": {"SimplifiedLayerNormalization"},
+    # φ(Q) as one fused RMS-norm; φ(K) never written: its row scale from ReduceL2, Sqrt, Div
+    "hydra": {"SimplifiedLayerNormalization", "ReduceL2", "Sqrt", "Div"},
 }
 
 

@@ -22,8 +22,12 @@ gives 0, not NaN.
   read and one write of the N × C tensor instead of a Mul, a ReduceSum, a Sqrt, a clamp and a
   Div. Against ``F.normalize``'s ``max(‖t‖, eps)`` the relative difference is below
   ``eps²/(2‖t‖²)`` (1e-24 for a unit-norm token), and an all-zero token still gives 0, not NaN.
-* ``Σ_m φ(K)_m ⊙ V_m = 1ᵀ(φ(K) ⊙ V)``: one (1 × N)·(N × C) product, no ReduceSum over the
-  token axis (slow in ONNX Runtime, see :func:`edgeattn.attention.sima.token_l1_norm_flat`).
+* ``φ(t) = t / sqrt(‖t‖² + eps²)`` for Q (above); for K, never written: ``Σ_m φ(K)_m ⊙ V_m
+  = rᵀ(K ⊙ V)`` with ``r_m = 1 / sqrt(‖k_m‖² + eps²)`` from one ``ReduceL2`` (a read of K and an
+  N-vector, not a normalised N × C copy), then one (1 × N)·(N × C) product, no ReduceSum over
+  the token axis (slow in ONNX Runtime, see :func:`edgeattn.attention.sima.token_l1_norm_flat`).
+  Hydra / its floor, paired, three runs (2026-12-05): 1.15, 1.14, 1.15× at N = 4096 (1.15, 1.17,
+  1.16× before), 1.15, 1.15, 1.18× at 1024 (1.16× ×3 before: within the run-to-run spread).
 * ``proj(φ(Q) ⊙ kv) = φ(Q)·M + b_o`` with ``M = diag(kv)·W_oᵀ`` (C × C, per batch): the channel
   weights land on W_o (C² products), never on the N × C tensor. Matmuls left: the three
   projections and ``φ(Q)·M`` (N·C² each) and ``1ᵀ(φ(K)⊙V)`` (N·C): :mod:`edgeattn.bench.floor_zoo`.
@@ -37,9 +41,9 @@ gives 0, not NaN.
 * Token-major (B, N, C) throughout: the norms reduce the last, contiguous axis. Q, K and V come
   from slices of ``qkv``'s weight (constants in the graph), so no N × 3C tensor is split.
 
-**Normalisation ops** in the exported graph: per φ, ``Pow`` + ``ReduceMean`` + ``Add`` + ``Sqrt`` +
-``Div`` + ``Mul`` (ONNX Runtime runs them as one ``SimplifiedLayerNormalization``). No Softmax,
-no Exp.
+**Normalisation ops** in the exported graph: for φ(Q), ``Pow`` + ``ReduceMean`` + ``Add`` +
+``Sqrt`` + ``Div`` + ``Mul`` (ONNX Runtime runs them as one ``SimplifiedLayerNormalization``); for
+φ(K), ``ReduceL2`` and ``Mul`` + ``Add`` + ``Sqrt`` + ``Div`` on the N-vector. No Softmax, no Exp.
 """
 
 from __future__ import annotations
@@ -91,8 +95,11 @@ class HydraAttention(nn.Module):
         if fold_bias is None:
             fold_bias = torch.onnx.is_in_onnx_export()
         q, k, v = self._parts(x, fold_bias)
-        ones = torch.ones(1, 1, N, dtype=x.dtype, device=x.device)
-        kv = ones @ (cosine_normalize(k, self.eps) * v)  # (B, 1, C): Σ_n φ(K)_n ⊙ V_n
+        # Σ_n φ(K)_n ⊙ V_n = rᵀ(K ⊙ V) with r_n = 1 / sqrt(‖k_n‖² + eps²): φ(K) is never
+        # written (one ReduceL2 read of K and an N-vector instead of a normalised N × C copy)
+        norm = torch.linalg.vector_norm(k, dim=-1)  # (B, N)
+        r = (norm * norm + self.eps * self.eps).rsqrt().unsqueeze(1)  # (B, 1, N)
+        kv = r @ (k * v)  # (B, 1, C)
         m = kv.reshape(B, C, 1) * self.proj.weight.t()  # (B, C, C): diag(kv)·W_oᵀ
         y = cosine_normalize(q, self.eps) @ m  # (B, N, C): φ(Q)·M
         if self.proj.bias is not None:

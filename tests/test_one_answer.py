@@ -58,6 +58,19 @@ def test_op_verdicts_consistent_and_noisy():
     assert pairs.op_verdict(pairs.op_breakdown(old, "exp", 8)) == "no interval"
 
 
+def test_op_lines_give_the_tables_median_not_a_mean_a_stall_inflates():
+    """The per-op line and the table read the same profiled runs the same way: one stalled run
+    (20x) moved the line's mean-based Softmax time while the table's median held (a fresh-clone
+    bench printed 'Softmax 34.8 ms' under a table saying 23.3)."""
+    swing = [0.136, 0.14, 2.78, 0.13, 0.138, 0.135, 0.137]
+    b = pairs.op_breakdown(_prof(swing, [3.0] * 7), "exp", 8)
+    med = sorted(swing)[3]  # 0.136, by hand
+    assert b["norm_ops"] == {"Softmax": med} and b["norm_ms"] == med
+    assert b["norm_ms_runs"]["median"] == med
+    assert b["node_ms"] == round(med + 3.0, 6) and b["other_ms"] == 0.0  # 2 N×N MatMul ms apart
+    assert b["nxn_matmul_ms"] == 3.0
+
+
 def test_isolated_outside_the_paired_interval_is_one_note():
     iso = {
         "softmax": {"latency_ms": {"median": 10.0}},

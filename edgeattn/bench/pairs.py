@@ -9,6 +9,7 @@ say so in words when the interval holds 1.0. Pure functions over record dicts.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -353,8 +354,13 @@ def op_breakdown(
     mm_count = 0
     n_runs = max((len(nd.get("runs_ms") or []) for nd in nodes), default=0)
     per_run = {k: [0.0] * n_runs for k in ("norm", "nxn", "other")}
+    if n_runs:  # per-run times: each node's median run, so the lines agree with the table
+        total = 0.0
     for nd in nodes:
-        ms = float(nd.get("ms") or 0.0)
+        runs = nd.get("runs_ms") or []
+        ms = statistics.median(float(v) for v in runs) if runs else float(nd.get("ms") or 0.0)
+        if n_runs:
+            total += ms
         kind = _classify(nd, norm_set, tokens)
         for i, v in enumerate(nd.get("runs_ms") or []):
             per_run[kind][i] += float(v)

@@ -580,13 +580,13 @@ def _spans(idx: Sequence[int]) -> list[tuple[int, int]]:
 def plot_sustained(rec: dict[str, Any], path: str | Path, title: str = "") -> Path:
     """Latency of each member (every round, and a rolling median) and the temperature against
     time; marked rounds shaded. PNG or SVG by suffix."""
-    from edgeattn.bench.plot import _plt, _save
+    from edgeattn.bench.plot import pyplot, save_figure
     from edgeattn.errors import BenchError
 
     path = Path(path)
     if path.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise BenchError(f"--plot {str(path)!r}: use a .png, .svg or .pdf file name")
-    plt = _plt()
+    plt = pyplot()
     p = _p(rec)
     ts = _times(rec)
     rounds = p.get("rounds_ms") or []
@@ -630,7 +630,7 @@ def plot_sustained(rec: dict[str, Any], path: str | Path, title: str = "") -> Pa
         + "\ndots: rounds; lines: median per time bin; marked rounds shaded; top 1 % cut",
         fontsize=9,
     )
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 def sustained_plot_path(out: str | Path) -> Path:

@@ -11,7 +11,7 @@ from edgeattn.bench.report import device_label, ok, p50
 from edgeattn.errors import BenchError
 
 
-def _plt():
+def pyplot():
     try:
         import matplotlib
 
@@ -32,7 +32,7 @@ def plot_records(records: Sequence[dict[str, Any]], path: str | Path, title: str
     path = Path(path)
     if path.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise BenchError(f"--plot {str(path)!r}: use a .png, .svg or .pdf file name")
-    plt = _plt()
+    plt = pyplot()
     from edgeattn.bench.ratios import ratio_points
 
     pts = ratio_points(records)
@@ -78,7 +78,7 @@ def plot_records(records: Sequence[dict[str, Any]], path: str | Path, title: str
         ax.set_ylabel(ylabel)
         ax.set_title(title or "attention block latency")
         fig.tight_layout()
-        return _save(fig, plt, path)
+        return save_figure(fig, plt, path)
     panels = [ax for ax, vals in (("N", ns), ("D", ds)) if len(vals) > 1] or ["N"]
     devices = {device_label(r) for r in rs}
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
@@ -109,7 +109,7 @@ def plot_records(records: Sequence[dict[str, Any]], path: str | Path, title: str
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 def plot_regimes(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
@@ -123,7 +123,7 @@ def plot_regimes(records: Sequence[dict[str, Any]], path: str | Path, title: str
     from edgeattn.bench.ratios import ratio_points
 
     path = Path(path)
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.ticker import ScalarFormatter
 
     pts = ratio_points(records)
@@ -195,7 +195,7 @@ def plot_regimes(records: Sequence[dict[str, Any]], path: str | Path, title: str
         ax_l.legend(fontsize=7)
     fig.suptitle(title or f"exp vs l1 on {', '.join(devices)}", fontsize=9)
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 def _plain_ticks(ax: Any, xs: Sequence[int]) -> None:
@@ -210,7 +210,7 @@ def _plain_ticks(ax: Any, xs: Sequence[int]) -> None:
     ax.tick_params(axis="y", which="minor", labelsize=6)
 
 
-def _save(fig: Any, plt: Any, path: Path) -> Path:
+def save_figure(fig: Any, plt: Any, path: Path) -> Path:
     import io
 
     from edgeattn.runtime.records import write_atomic

@@ -17,6 +17,7 @@ from edgeattn.cli import main
 from edgeattn.errors import ToleranceError
 from edgeattn.export import audit_model, export_onnx
 from edgeattn.export import precision as P
+from edgeattn.export import precision_groups as PG
 from edgeattn.models.registry import create_model
 
 # one small net per family at a small resolution (32x32: 2x2 patches; SOFT's four stages
@@ -419,3 +420,78 @@ def test_int8_recipe_is_selectable_and_recorded(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "precision='int8-static:nope'; valid:" in err and "int8-static:matmuls" in err
     assert main([*argv, "--precision", "fp16:matmuls"]) == 1
+
+
+# --------------------------------------------------------------------------- LiteMLA at fp16
+LITEMLA_SMALL = {"dim": 64, "heads": 2}  # head width d = 32: linear from N = 33 on
+
+
+@pytest.mark.parametrize(("tokens", "form"), [(64, "linear"), (16, "quadratic")])
+def test_litemla_att_group_is_the_attention(tmp_path, tokens, form):
+    """The group holds, per attending scale (the input's and one aggregated), exactly the
+    official form's nodes: linear = the head split (3 Slices), 2 ReLUs, the 4 products
+    (V·Kᵀ, ·Q, 1ᵀKᵀ, ·Q), their 2 transposes, the eps Add and the Div; quadratic = the map's
+    column ReduceSum, the eps Add and the Div. Other blocks: nothing."""
+    res = export_onnx("block_litemla", tokens=tokens, **LITEMLA_SMALL, output=tmp_path / "l.onnx")
+    m = onnx.load(str(res.path))
+    ops = {n.name: n.op_type for n in m.graph.node}
+    got = sorted(ops[n] for n in PG.group_litemla_att(m))
+    per_scale = (
+        ["Slice"] * 3 + ["Relu"] * 2 + ["MatMul"] * 4 + ["Transpose"] * 2 + ["Add", "Div"]
+        if form == "linear"
+        else ["ReduceSum", "Add", "Div"]
+    )
+    assert got == sorted(per_scale * 2)
+    for other in ("block_hydra", "block_sima", "block_msa"):
+        r = export_onnx(other, tokens=64, dim=64, heads=2, output=tmp_path / f"{other}.onnx")
+        assert PG.group_litemla_att(onnx.load(str(r.path))) == []
+
+
+def test_litemla_linear_form_overflows_in_true_half():
+    """Why fp16 keeps litemla_att: in true half arithmetic (torch CPU) the linear form's
+    denominator (the column sums of the map, ~N·rms²) overflows float16 at N = 1024 and rms 8;
+    the model's own fp16 path upcasts like the official code and stays within 1e-5 of float64."""
+    from edgeattn.attention.litemla import LITEMLA_EPS, relu_linear_att
+
+    g = torch.Generator().manual_seed(0)
+    d, side = 16, 32
+    qkv = torch.randn(1, 3 * d, side, side, generator=g, dtype=torch.float64) * 8
+    ref = relu_linear_att(qkv, d, LITEMLA_EPS)
+    q, k, v = (t.reshape(d, side * side).half() for t in qkv[0].split(d))
+    q, k = torch.relu(q), torch.relu(k)
+    den = (torch.ones(1, side * side, dtype=torch.half) @ k.T) @ q
+    raw = (v @ k.T) @ q / den
+    assert not torch.isfinite(den).all() and not torch.isfinite(raw).all()
+    got = relu_linear_att(qkv.half(), d, LITEMLA_EPS).double()  # upcast inside
+    assert torch.isfinite(got).all()
+    # the half rounding of the input (2^-11) bounds the difference, not the arithmetic
+    assert ((got - ref).abs().max() / ref.abs().max()).item() < 5e-3
+
+
+def test_litemla_att_kept_at_fp16(tmp_path):
+    res = export_onnx(
+        "block_litemla", tokens=64, **LITEMLA_SMALL, precision="fp16", output=tmp_path / "l.onnx"
+    )
+    side = json.loads(res.sidecar_path.read_text())
+    assert "litemla_att" in side["precision"]["keep_fp32"]
+    assert side["precision"]["kept_nodes"]["litemla_att"] == 2 * 13
+    # the group's names, from the float32 export (the converter's Casts break the pattern)
+    f32 = export_onnx("block_litemla", tokens=64, **LITEMLA_SMALL, output=tmp_path / "f.onnx")
+    kept = set(PG.group_litemla_att(onnx.load(str(f32.path))))
+    m = onnx.load(str(res.path))
+    assert len(kept) == 26 and kept <= {n.name for n in m.graph.node}
+    fp16_inits = {t.name for t in m.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    assert all(not fp16_inits & set(n.input) for n in m.graph.node if n.name in kept)
+    # every product, sum and division of the group computes in float32 (inferred types)
+    g = onnx.shape_inference.infer_shapes(m).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in list(g.value_info) + list(g.input)}
+    types.update({t.name: t.data_type for t in g.initializer})
+    for n in g.node:
+        if n.op_type == "Constant":
+            types[n.output[0]] = n.attribute[0].t.data_type
+    checked = 0
+    for n in g.node:
+        if n.name in kept and n.op_type in ("MatMul", "Add", "Div"):
+            assert {types.get(i) for i in n.input} == {onnx.TensorProto.FLOAT}, n.name
+            checked += 1
+    assert checked == 2 * 6

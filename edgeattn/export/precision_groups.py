@@ -2,7 +2,7 @@
 
 Each group is found by a graph pattern, not by class names (:data:`GROUPS`): SimA's l1
 normalisation, SOFT's Newton inverse, a late class token's tail, every Softmax, every Softmax over
-a long axis. Which groups each precision keeps by default is :data:`DEFAULT_KEEP_FP32` (decided
+a long axis, EfficientViT LiteMLA's ReLU attention. Which groups each precision keeps by default is :data:`DEFAULT_KEEP_FP32` (decided
 by measurement; the figures are in its comment); :func:`resolve_keep_fp32` turns ``--keep-fp32`` into group names and
 :func:`select_nodes` into node names. Used by :mod:`edgeattn.export.precision`.
 """
@@ -143,6 +143,69 @@ def group_soft_newton(model: onnx.ModelProto) -> list[str]:
     return names
 
 
+def _const_value(g: onnx.GraphProto, name: str, prod: dict[str, onnx.NodeProto]):
+    """The value of a constant tensor (an initializer or a ``Constant`` node's), else None."""
+    from onnx import numpy_helper
+
+    for init in g.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    p = prod.get(name)
+    if p is not None and p.op_type == "Constant":
+        for a in p.attribute:
+            if a.name == "value":
+                return numpy_helper.to_array(a.t)
+    return None
+
+
+#: LiteMLA's division guard is an eps this small (the official 1e-15); the pattern asks for a
+#: scalar constant at most this, so a bias or a larger guard does not match
+LITEMLA_EPS_MAX = 1e-12
+
+
+def litemla_att_in(g: onnx.GraphProto) -> list[str]:
+    """LiteMLA's ReLU-kernel attention in graph ``g`` (one level): each ``Div(num, Add(den,
+    eps))`` with a tiny constant eps whose ``num`` and ``den`` come from products (directly, or
+    through a ReduceSum of one: the quadratic form's column sums). For the linear form (``num``
+    and ``den`` both MatMuls) the group is every node from the head split (the Slices) to the
+    Div: the ReLUs, both products, the sums and the division, as the official code runs the
+    whole linear form in float32 under float16; for the quadratic form, the column sum, the eps
+    Add and the Div (the official float32 division of the N × N map)."""
+    prod = producers(g)
+    cons = _consumers(g)
+    names: list[str] = []
+    for div in g.node:
+        if div.op_type != "Div" or len(div.input) < 2:
+            continue
+        add = prod.get(div.input[1])
+        num = prod.get(div.input[0])
+        if add is None or num is None or add.op_type != "Add" or num.op_type != "MatMul":
+            continue
+        eps = [_const_value(g, i, prod) for i in add.input]
+        if not any(e is not None and e.size == 1 and 0 < float(e) <= LITEMLA_EPS_MAX for e in eps):
+            continue
+        den = next((prod.get(i) for i, e in zip(add.input, eps, strict=True) if e is None), None)
+        if den is not None and den.op_type == "ReduceSum":  # quadratic: the map's column sums
+            names += [den.name, add.name, div.name]
+        elif den is not None and den.op_type == "MatMul":  # linear: from the head split on
+            anc = _ancestors(div, prod)
+            splits = [n for n in g.node if n.name in anc and n.op_type in ("Slice", "Split")]
+            inner = _descendants(splits, cons) & anc
+            names += [n.name for n in g.node if n.name in inner or n in splits] + [div.name]
+    return names
+
+
+def group_litemla_att(model: onnx.ModelProto) -> list[str]:
+    """EfficientViT LiteMLA's attention (:func:`litemla_att_in`), in the main graph and inside
+    If branches (the run-time order dispatch)."""
+    from edgeattn.export.graph import iter_graphs
+
+    names: list[str] = []
+    for g in iter_graphs(model.graph):
+        names += litemla_att_in(g)
+    return names
+
+
 #: cls_tail matches only a *late* class token (CaiT-style: SimA, XCiT join it after the patch
 #: blocks): a tail over this share of the graph's nodes (DeiT's class token joins before every
 #: block) would keep the whole net in float32, and the group then matches nothing.
@@ -233,6 +296,7 @@ GROUPS: dict[str, Callable[[onnx.ModelProto], list[str]]] = {
     "cls_tail": group_cls_tail,
     "softmax": group_softmax,
     "softmax_long": group_softmax_long,
+    "litemla_att": group_litemla_att,
 }
 
 #: Groups kept in float32 by default, per precision: decided by measurement on this project's
@@ -268,9 +332,18 @@ GROUPS: dict[str, Callable[[onnx.ModelProto], list[str]]] = {
 #:   back. Short rows (DeiT above) are not in the group, so their default is unchanged.
 #: * int8-dynamic quantises weight MatMuls only (activation x activation MatMuls such as
 #:   Newton's stay float32 by construction): block_soft identical with and without soft_newton.
+#: * litemla_att, fp16: kept, as the official code does (``qkv.float()`` in ``relu_linear_att``,
+#:   a float32 division in ``relu_quadratic_att``). ORT's CPU provider hides the hazard (it
+#:   casts to float32: block_litemla N = 1024 fp16 cosine 1.00000 with or without the group,
+#:   inputs x1..x64), so it was measured in true half arithmetic (benchmarks/litemla_fp16.py,
+#:   one head, d = 16): the linear form's denominator ``(1ᵀKᵀ)·Q`` (the map's column sums)
+#:   grows as N·rms², exceeds 65504 at rms 4 for N = 1024 (error 0.54, then inf at rms 8) and
+#:   at rms 8 for N = 196 (inf); below that the half error is 1e-3, the float32-kept one 2e-7.
+#:   int8 quantises by calibrated ranges (no overflow): not kept (block_litemla int8-static
+#:   cosine 0.9993 without it).
 DEFAULT_KEEP_FP32: dict[str, tuple[str, ...]] = {
     "fp32": (),
-    "fp16": ("soft_newton",),
+    "fp16": ("soft_newton", "litemla_att"),
     "int8-dynamic": (),
     "int8-static": ("soft_newton", "cls_tail", "softmax_long"),
 }

@@ -57,6 +57,8 @@ def test_bench_writes_one_record_per_method_with_summary(bench_out):
     recs = read(out)
     methods = [x["meta"]["method"] for x in recs]
     assert methods == ["softmax", "softmax_fused", "sima_qk", "sima", "soft", "xca"]
+    # the fused method's census cell carries an F, and the legend says what it is
+    assert "+1F" in r.stdout and "F = fused attention op." in r.stdout
     assert all(x["status"] == "ok" and x["schema"] == "edgeattn.record/1" for x in recs)
     for x in recs:
         assert x["meta"]["tokens"] == 64 and x["meta"]["dim"] == 32 and x["meta"]["heads"] == 2
@@ -431,6 +433,7 @@ def test_two_method_bench_gives_its_ratio_and_says_what_the_lines_need(tmp_path,
     med, lo, hi = _table_ratio(r.stdout, "sima")
     assert lo <= med <= hi
     assert "exp vs l1 at fixed (QKᵀ)V order: softmax / SimA (add sima_qk)" in r.stdout
+    assert "F = fused" not in r.stdout  # no fused op in this census: no legend for one
     j = run_cli(*args, "--out", str(tmp_path / "j.jsonl"), "--json", *FAST, cache=cache)
     assert j.returncode == 0, j.stderr[-2000:]
     (summary,) = json.loads(j.stdout)["summary"].values()

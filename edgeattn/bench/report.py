@@ -168,6 +168,11 @@ def _census(meta: dict[str, Any]) -> str:
     return census + (f"+{fused}F" if fused else "")
 
 
+def shows_fused(records: Iterable[dict[str, Any]]) -> bool:
+    """Whether a census cell of these records carries an ``F`` (fused attention ops)."""
+    return any((r.get("meta") or {}).get("fused_attention") for r in isolated(records))
+
+
 def _p90(values: Sequence[float]) -> float | None:
     if not values:
         return None

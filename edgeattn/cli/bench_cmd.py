@@ -224,7 +224,7 @@ def _print_bench(con: Any, res: Any, tries: int) -> None:
             con.print(keep_whole(alone, *range(len(alone.columns))))
         words = report.legend(recs)
         if words:
-            fused = ". F = fused attention op." if shown else "."
+            fused = ". F = fused attention op." if shown and report.shows_fused(recs) else "."
             con.print("[dim]" + "; ".join(words) + fused + "[/]")
         for line in report.summary_lines(res.summaries[dev], res.shape):
             con.print("  " + line)

@@ -199,9 +199,10 @@ def test_exports_at_opset17_and_verifies(exports, name):
     N = SMALL["tokens"]
     assert not [n for n, s in shapes.items() if s.count(N) > 1], "an N x N tensor"
     other = res.audit["other_ops"]
-    assert not {"Transpose", "Split", "Slice", "Concat"} & set(other), other
-    # Hydra: one Pad of x by a column of ones (the qkv biases as a weight row); none elsewhere
-    assert other.get("Pad", 0) == (1 if name == "block_hydra" else 0), other
+    assert not {"Transpose", "Split", "Slice", "Pad"} & set(other), other
+    # Hydra: one Concat of x with a column of ones (the qkv biases as a weight row); none
+    # elsewhere
+    assert other.get("Concat", 0) == (1 if name == "block_hydra" else 0), other
     assert res.audit["totals"]["MatMul"] == 5
 
 
@@ -218,14 +219,14 @@ def test_hydra_census_has_l2_norms_and_no_softmax(exports):
 def test_hydra_runs_lean_in_onnx_runtime(exports, tmp_path):
     """What ORT runs (opt level all): φ(Q) fused into one SimplifiedLayerNormalization, φ(K)
     never written (a ReduceL2 gives its row scale), the q/k/v projections bias-free MatMuls (no
-    Gemm writing a broadcast bias), one Pad of x."""
+    Gemm writing a broadcast bias), one Concat of x with a ones column."""
     so = ort.SessionOptions()
     so.optimized_model_filepath = str(tmp_path / "opt.onnx")
     ort.InferenceSession(str(exports["block_hydra"].path), so, providers=["CPUExecutionProvider"])
     ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
     assert ops.count("SimplifiedLayerNormalization") == 1 and ops.count("ReduceL2") == 1, ops
     assert ops.count("MatMul") == 5 and "Gemm" not in ops, ops
-    assert ops.count("Pad") == 1 and not {"ReduceSum", "ReduceMean", "Pow"} & set(ops), ops
+    assert ops.count("Concat") == 1 and not {"ReduceSum", "ReduceMean", "Pow", "Pad"} & set(ops)
 
 
 def test_mobilevitv2_census_has_one_softmax_over_n_scalars(exports):

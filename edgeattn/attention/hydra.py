@@ -27,15 +27,18 @@ gives 0, not NaN.
   N-vector, not a normalised N × C copy), then one (1 × N)·(N × C) product, no ReduceSum over
   the token axis (slow in ONNX Runtime, see :func:`edgeattn.attention.sima.token_l1_norm_flat`).
   Hydra / its floor, paired, three runs (2026-12-05): 1.15, 1.14, 1.15× at N = 4096 (1.15, 1.17,
-  1.16× before), 1.15, 1.15, 1.18× at 1024 (1.16× ×3 before: within the run-to-run spread).
+  1.16× before), 1.15, 1.15, 1.18× at 1024 (1.16× ×3 before: within the run-to-run spread);
+  with the ones column by Concat instead of Pad (below): 1.14, 1.14, 1.15× at 1024 (1.17, 1.17,
+  1.18× the same day before it), 1.12, 1.11, 1.12× at 4096
+  (``edgeattn bench --methods hydra,floor_hydra --tokens N --quiet``).
 * ``proj(φ(Q) ⊙ kv) = φ(Q)·M + b_o`` with ``M = diag(kv)·W_oᵀ`` (C × C, per batch): the channel
   weights land on W_o (C² products), never on the N × C tensor. Matmuls left: the three
   projections and ``φ(Q)·M`` (N·C² each) and ``1ᵀ(φ(K)⊙V)`` (N·C): :mod:`edgeattn.bench.floor_zoo`.
 * In the exported graph the ``qkv`` biases ride in the projections: ``x`` gets one column of
-  ones (a ``Pad``) and each weight slice its bias as one more row, so q, k and v are bias-free
+  ones (a ``Concat``) and each weight slice its bias as one more row, so q, k and v are bias-free
   MatMuls on prepacked constants. ONNX Runtime would otherwise fuse each bias Add into a ``Gemm``
   that first writes the broadcast bias over the whole N × C output (≈ 20 % of that product here,
-  measured): one Pad of ``x`` costs less than three of those. Eager PyTorch keeps ``F.linear``
+  measured): one Concat of ``x`` costs less than three of those. Eager PyTorch keeps ``F.linear``
   (its bias is free in ``addmm``, and the FLOP count stays the textbook's); both forms are
   tested against the textbook.
 * Token-major (B, N, C) throughout: the norms reduce the last, contiguous axis. Q, K and V come
@@ -82,7 +85,10 @@ class HydraAttention(nn.Module):
         column of ones (the exported form, see the module doc)."""
         C, w, b = self.dim, self.qkv.weight, self.qkv.bias
         if b is not None and fold_bias:
-            x = F.pad(x, (0, 1), value=1.0)  # (B, N, C + 1)
+            # (B, N, C + 1): a Concat with a ones column, not a Pad: ONNX Runtime's Pad took
+            # 0.14 ms at N = 1024, C = 384, its Concat 0.06 ms (profiler, same file otherwise)
+            ones = torch.ones(x.shape[0], x.shape[1], 1, dtype=x.dtype, device=x.device)
+            x = torch.cat([x, ones], dim=-1)
             w, b = torch.cat([w, b[:, None]], dim=1), None  # (3C, C + 1)
         return [
             F.linear(x, w[i * C : (i + 1) * C], None if b is None else b[i * C : (i + 1) * C])

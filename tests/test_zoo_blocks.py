@@ -200,9 +200,10 @@ def test_exports_at_opset17_and_verifies(exports, name):
     assert not [n for n, s in shapes.items() if s.count(N) > 1], "an N x N tensor"
     other = res.audit["other_ops"]
     assert not {"Transpose", "Split", "Slice", "Pad"} & set(other), other
-    # Hydra: one Concat of x with a column of ones (the qkv biases as a weight row); none
-    # elsewhere
-    assert other.get("Concat", 0) == (1 if name == "block_hydra" else 0), other
+    # Hydra, MobileViTv2: one Concat of x with a column of ones (the qkv biases as a weight
+    # row); none elsewhere
+    ones_col = name in ("block_hydra", "block_mobilevitv2")
+    assert other.get("Concat", 0) == (1 if ones_col else 0), other
     assert res.audit["totals"]["MatMul"] == 5
 
 
@@ -322,3 +323,16 @@ def test_floor_graph_computes_its_products(kind):
         np.testing.assert_allclose(outs[c.name], want, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="floor_hydra"):
         floor_zoo.products("floor_x", B, N, C)
+
+
+def test_mobilevitv2_runs_lean_in_onnx_runtime(exports, tmp_path):
+    """What ORT runs (opt level all): the query and value projections bias-free MatMuls (no Gemm
+    writing a broadcast bias: the bias rides in the weights on x with a ones column), one
+    Softmax over the N scalars, the output projection's bias the only Add."""
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    path = str(exports["block_mobilevitv2"].path)
+    ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+    assert "Gemm" not in ops and ops.count("MatMul") == 5, ops
+    assert ops.count("Concat") == 1 and ops.count("Softmax") == 1 and ops.count("Add") == 1, ops

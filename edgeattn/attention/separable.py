@@ -25,7 +25,19 @@ instead of the N·C² key projection. ``ReLU(V) ⊙ c`` then ``out_proj`` is
 N × C tensor. Matmuls left: the query column (N·C), ``sᵀx`` (N·C), ``c`` (C²), the value
 projection and ``ReLU(V)·M`` (N·C² each); ``edgeattn.bench.floor_zoo`` holds those products.
 The queries come out as (B, N, 1) and are reshaped, not transposed, to (B, 1, N): the softmax
-runs over the last axis of a (B, 1, N) tensor.
+runs over the last axis of a (B, 1, N) tensor. In the exported graph the ``qkv_proj`` bias rides
+in the weights: ``x`` gets a column of ones (a ``Concat``), each weight slice its bias as one
+more column, so the query and value projections are bias-free MatMuls (ONNX Runtime would fuse
+a bias Add into a ``Gemm`` that first writes the broadcast bias: the value projection took
+1.04 ms as a Gemm, 0.82 ms as a MatMul at N = 1024, C = 384), and the key bias comes with
+``sᵀ[x, 1] = [sᵀx, 1]`` (the scores sum to 1). MobileViTv2 / its floor, paired, three runs,
+2026-12-05 (``edgeattn bench --methods mobilevitv2,floor_mobilevitv2 --tokens N --quiet``):
+1.17, 1.16, 1.17× at N = 1024 and 1.11, 1.12, 1.11× at 4096 before this; 1.16, 1.18, 1.17× and
+1.09, 1.11, 1.09× after. The value product's kernel time fell (1.04 -> 0.83 ms, ORT profiler)
+but the ratio at 1024 did not move: with thread-pool spinning off (the paired pass's setting)
+each multi-threaded node pays a worker wake-up, ~17 µs per node here (a chain of Relu nodes on
+1.6 MB: 43 µs per node without spinning, 26 with), and the block runs 7 nodes more than its
+floor (Concat, Softmax, two Reshapes, the C × C Mul, ReLU, the bias Add) around a 2 ms total.
 
 **Normalisation ops.** One ``Softmax`` over N scalars per block: faithful to the paper and to
 ml-cvnets (its cost is O(N), not O(N²)), and the export audit counts it, so the block is not
@@ -56,22 +68,28 @@ class SeparableSelfAttention(nn.Module):
         self.out_proj = nn.Linear(dim, dim, bias=bias)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def _part(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """Rows ``start:stop`` of ``qkv_proj`` applied to x: (B, N, C) -> (B, N, stop - start).
-        The weight slice is a constant in an exported graph (no Split of an N-sized tensor)."""
-        w = self.qkv_proj.weight[start:stop]
-        b = None if self.qkv_proj.bias is None else self.qkv_proj.bias[start:stop]
-        return F.linear(x, w, b)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fold_bias: bool | None = None) -> torch.Tensor:
+        """``fold_bias``: None = fold the ``qkv_proj`` bias into its weight while exporting to
+        ONNX only (see the module doc)."""
         B, N, C = x.shape
-        q = self._part(x, 0, 1)  # (B, N, 1): one scalar per token
+        w, b = self.qkv_proj.weight, self.qkv_proj.bias
+        if fold_bias is None:
+            fold_bias = torch.onnx.is_in_onnx_export()
+        if b is not None and fold_bias:
+            ones = torch.ones(B, N, 1, dtype=x.dtype, device=x.device)
+            x = torch.cat([x, ones], dim=-1)  # (B, N, C + 1)
+            w, b = torch.cat([w, b[:, None]], dim=1), None  # (1 + 2C, C + 1)
+
+        def part(start: int, stop: int, t: torch.Tensor) -> torch.Tensor:
+            # rows start:stop of qkv_proj (a constant slice in an exported graph: no Split of
+            # an N-sized tensor)
+            return F.linear(t, w[start:stop], None if b is None else b[start:stop])
+
+        q = part(0, 1, x)  # (B, N, 1): one scalar per token
         s = self.attn_dropout(q.reshape(B, 1, N).softmax(dim=-1))  # (B, 1, N): softmax over N
-        xbar = s @ x  # (B, 1, C): Σ_n s_n x_n
-        w_k = self.qkv_proj.weight[1 : 1 + C]
-        b_k = None if self.qkv_proj.bias is None else self.qkv_proj.bias[1 : 1 + C]
-        c = F.linear(xbar, w_k, b_k)  # (B, 1, C): the context vector Σ_n s_n K_n
-        v = self._part(x, 1 + C, 1 + 2 * C)  # (B, N, C)
+        xbar = s @ x  # (B, 1, C) or (B, 1, C + 1) ending in Σ s_n = 1: Σ_n s_n x_n
+        c = part(1, 1 + C, xbar)  # (B, 1, C): the context vector Σ_n s_n K_n
+        v = part(1 + C, 1 + 2 * C, x)  # (B, N, C)
         m = c.reshape(B, C, 1) * self.out_proj.weight.t()  # (B, C, C): diag(c)·W_oᵀ
         y = F.relu(v) @ m  # (B, N, C)
         if self.out_proj.bias is not None:

@@ -35,8 +35,8 @@ a bias Add into a ``Gemm`` that first writes the broadcast bias: the value proje
 1.17, 1.16, 1.17× at N = 1024 and 1.11, 1.12, 1.11× at 4096 before this; 1.16, 1.18, 1.17× and
 1.09, 1.11, 1.09× after. The value product's kernel time fell (1.04 -> 0.83 ms, ORT profiler)
 but the ratio at 1024 did not move: with thread-pool spinning off (the paired pass's setting)
-each multi-threaded node pays a worker wake-up, ~17 µs per node here (a chain of Relu nodes on
-1.6 MB: 43 µs per node without spinning, 26 with), and the block runs 7 nodes more than its
+each multi-threaded node pays a worker wake-up, ~20 µs per node here (benchmarks/node_overhead.py:
+a chain of Relu nodes on 1.6 MB, 44 µs per node without spinning, 19-21 with), and the block runs 7 nodes more than its
 floor (Concat, Softmax, two Reshapes, the C × C Mul, ReLU, the bias Add) around a 2 ms total.
 
 **Normalisation ops.** One ``Softmax`` over N scalars per block: faithful to the paper and to

@@ -495,3 +495,30 @@ def test_litemla_att_kept_at_fp16(tmp_path):
             assert {types.get(i) for i in n.input} == {onnx.TensorProto.FLOAT}, n.name
             checked += 1
     assert checked == 2 * 6
+
+
+def test_int8_dynamic_quantises_weight_first_products(tmp_path):
+    """SOFT projects Q and V channels-first (W·xᵀ) and applies ff as W_ff·X: three products with
+    the weight on the left, which quantize_dynamic leaves in float32 (it quantises a MatMul's
+    right-hand weight only). int8-dynamic rewrites them activation-first too, so every one of
+    them runs as an integer GEMM (ORT's MatMulInteger family) and the output
+    is no longer the float32 one (it was, to 1e-6, before)."""
+    fp32 = export_onnx("block_soft", **SOFT_BLOCK, output=tmp_path / "f.onnx")
+    q = export_onnx(
+        "block_soft", **SOFT_BLOCK, precision="int8-dynamic", output=tmp_path / "d.onnx"
+    )
+    side = json.loads(q.sidecar_path.read_text())["precision"]
+    assert side["activation_first_matmuls"] == 3
+    assert q.audit["quantization"]["totals"]["integer_ops"] == 3
+    ops = _ort_ops(q.path, tmp_path)
+    integer = sum(v for k, v in ops.items() if "MatMulInteger" in k or "QuantizeMatMul" in k)
+    assert integer == 3, ops  # MatMulInteger(ToFloat) or DynamicQuantizeMatMul after fusion
+    x = np.random.default_rng(5).standard_normal(tuple(fp32.spec["inputs"][0]["shape"]))
+    runs = [
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(
+            None, {"x": x.astype(np.float32)}
+        )[0]
+        for p in (fp32.path, q.path)
+    ]
+    err = np.abs(runs[1] - runs[0]).max() / np.abs(runs[0]).max()
+    assert 1e-4 < err < 0.05, err  # quantised (not float32), and close

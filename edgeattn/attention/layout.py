@@ -1,8 +1,39 @@
-"""The channels-first projection the softmax-free blocks share."""
+"""The channels-first projection the softmax-free blocks share, and the integer-layout switch.
+
+:func:`integer_layout` says whether the graph being built is headed for integer GEMMs (an int8
+export: :mod:`edgeattn.export.onnx` sets it around the graph export with :func:`for_integer`).
+A block may then choose another evaluation of the same algebra: on this project's CPU an
+activation × activation product quantised to uint8 × uint8 runs ~5x slower than a uint8 ×
+int8 product against a weight (ONNX Runtime's QLinearMatMul), so a float32 trick that folds a
+weight into a run-time operand (SimA's ``blockdiag(KᵀV)·W_oᵀ``) costs more than it saves there.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
+
+#: a plain module flag, not a ContextVar: dynamo (the torch.export path) reads a global as a
+#: constant but breaks its graph on ContextVar.get; exports run one at a time
+_INTEGER = [False]
+
+
+def integer_layout() -> bool:
+    """Whether the graph being built is for integer GEMMs (see the module doc)."""
+    return _INTEGER[0]
+
+
+@contextlib.contextmanager
+def for_integer(on: bool = True) -> Iterator[None]:
+    """Build graphs for integer GEMMs inside this block (when ``on``)."""
+    before = _INTEGER[0]
+    _INTEGER[0] = bool(on)
+    try:
+        yield
+    finally:
+        _INTEGER[0] = before
 
 
 def linear_t(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:

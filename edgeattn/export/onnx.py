@@ -205,10 +205,12 @@ def _plan(req: Request, built: Any, timings: dict[str, float]) -> ExportPlan:
 
 def _graph(plan: ExportPlan, req: Request, timings: dict[str, float]) -> Any:
     """The graph by the plan's exporter, simplified (census-guarded) unless it was already."""
+    from edgeattn.attention.layout import for_integer
     from edgeattn.export.graph import repair_names
 
     t0 = time.perf_counter()
-    proto, simplify_info = write_graph(plan, req, timings)
+    with for_integer(req.precision.startswith("int8")):  # blocks' integer-GEMM evaluations
+        proto, simplify_info = write_graph(plan, req, timings)
     timings["export_s"] = time.perf_counter() - t0 - timings.get("simplify_s", 0.0)
     repair_names(proto)
     if not simplify_info:

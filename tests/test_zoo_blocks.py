@@ -336,3 +336,43 @@ def test_mobilevitv2_runs_lean_in_onnx_runtime(exports, tmp_path):
     ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
     assert "Gemm" not in ops and ops.count("MatMul") == 5, ops
     assert ops.count("Concat") == 1 and ops.count("Softmax") == 1 and ops.count("Add") == 1, ops
+
+
+@pytest.mark.parametrize(
+    ("name", "proj"),
+    [("block_mobilevitv2", "out_proj"), ("block_hydra", "proj"), ("block_sima", "proj")],
+)
+def test_int8_graph_keeps_the_output_projection_a_weight(tmp_path, name, proj):
+    """At fp32 the blocks fold the context / kv channel weights (SimA: blockdiag(KᵀV)) into the
+    output projection per call, so W_o never appears as a graph constant; in a graph built for
+    integer GEMMs (an int8 export, attention.layout.integer_layout) it stays a weight, so the
+    tail is uint8 × int8, not uint8 × uint8. Checked on the float32 graph the int8 conversion
+    starts from: some MatMul reads W_oᵀ as an initializer (values compared), and its output
+    equals the folded graph's (ORT, seeded input)."""
+    from edgeattn.attention.layout import for_integer
+
+    kw = (
+        {"tokens": 64, "dim": 32} if name != "block_sima" else {"tokens": 64, "dim": 32, "heads": 2}
+    )
+    model = create_model(name, **kw).eval()
+    w_ot = getattr(model.attn, proj).weight.detach().numpy().T
+    outs = {}
+    for integer in (False, True):
+        with for_integer(integer):
+            res = export_onnx(model, **kw, output=tmp_path / f"{integer}.onnx")
+        m = onnx.load(str(res.path))
+        inits = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
+        const_wo = [
+            n
+            for n in m.graph.node
+            if n.op_type == "MatMul"
+            and any(
+                i in inits and inits[i].shape == w_ot.shape and np.allclose(inits[i], w_ot)
+                for i in n.input
+            )
+        ]
+        assert bool(const_wo) == integer, (integer, [n.name for n in const_wo])
+        x = np.random.default_rng(4).standard_normal((1, 64, 32)).astype(np.float32)
+        sess = ort.InferenceSession(str(res.path), providers=["CPUExecutionProvider"])
+        outs[integer] = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(outs[True], outs[False], rtol=1e-4, atol=1e-5)

@@ -50,6 +50,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from edgeattn.attention.layout import integer_layout
+
 
 class SeparableSelfAttention(nn.Module):
     """MobileViTv2 separable self-attention on (B, N, C) tokens -> (B, N, C) (see the module doc).
@@ -90,8 +92,11 @@ class SeparableSelfAttention(nn.Module):
         xbar = s @ x  # (B, 1, C) or (B, 1, C + 1) ending in Σ s_n = 1: Σ_n s_n x_n
         c = part(1, 1 + C, xbar)  # (B, 1, C): the context vector Σ_n s_n K_n
         v = part(1 + C, 1 + 2 * C, x)  # (B, N, C)
-        m = c.reshape(B, C, 1) * self.out_proj.weight.t()  # (B, C, C): diag(c)·W_oᵀ
-        y = F.relu(v) @ m  # (B, N, C)
+        if integer_layout():  # int8: ReLU(V)·M would be uint8 × uint8 (see attention.layout)
+            y = (F.relu(v) * c) @ self.out_proj.weight.t()
+        else:
+            m = c.reshape(B, C, 1) * self.out_proj.weight.t()  # (B, C, C): diag(c)·W_oᵀ
+            y = F.relu(v) @ m  # (B, N, C)
         if self.out_proj.bias is not None:
             y = y + self.out_proj.bias
         return self.proj_drop(y)

@@ -38,6 +38,7 @@ temporary files and renamed at the end, so a failure leaves neither.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -209,7 +210,8 @@ def _graph(plan: ExportPlan, req: Request, timings: dict[str, float]) -> Any:
     from edgeattn.export.graph import repair_names
 
     t0 = time.perf_counter()
-    with for_integer(req.precision.startswith("int8")):  # blocks' integer-GEMM evaluations
+    # int8: the blocks' integer-GEMM evaluations (an enclosing for_integer() also holds)
+    with for_integer() if req.precision.startswith("int8") else contextlib.nullcontext():
         proto, simplify_info = write_graph(plan, req, timings)
     timings["export_s"] = time.perf_counter() - t0 - timings.get("simplify_s", 0.0)
     repair_names(proto)

@@ -376,3 +376,17 @@ def test_int8_graph_keeps_the_output_projection_a_weight(tmp_path, name, proj):
         sess = ort.InferenceSession(str(res.path), providers=["CPUExecutionProvider"])
         outs[integer] = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(outs[True], outs[False], rtol=1e-4, atol=1e-5)
+
+
+def test_hydra_zero_token_is_finite_in_half():
+    """An all-zero token (no qkv bias) in float16: eps² = 1e-24 is 0 there, and the norms gave
+    0/0 = NaN over the whole output (the kv sum is shared by every token); the floor is now
+    float16's smallest normal, so the output is finite and within half precision of float32's."""
+    torch.manual_seed(0)
+    m = HydraAttention(32, qkv_bias=False).eval()
+    x = torch.randn(1, 8, 32)
+    x[0, 3] = 0
+    ref = m(x)
+    got = m.half()(x.half()).float()
+    assert torch.isfinite(got).all()
+    assert ((got - ref).abs().max() / ref.abs().max()).item() < 1e-2

@@ -65,7 +65,13 @@ def cosine_normalize(t: torch.Tensor, eps: float = HYDRA_EPS) -> torch.Tensor:
     in the RMS-norm form ONNX Runtime fuses into one pass (see the module doc)."""
     C = int(t.shape[-1])  # the model's width: a constant in an exported graph
     scale = torch.full((C,), float(C) ** -0.5, dtype=t.dtype, device=t.device)
-    return t / (t.pow(2).mean(dim=-1, keepdim=True) + eps * eps / C).sqrt() * scale
+    return t / (t.pow(2).mean(dim=-1, keepdim=True) + eps_squared(eps, t.dtype) / C).sqrt() * scale
+
+
+def eps_squared(eps: float, dtype: torch.dtype) -> float:
+    """``eps²``, but never below the dtype's smallest normal: 1e-24 is 0 in float16, where an
+    all-zero token would then give 0/0 = NaN (float32, float64, bfloat16: ``eps²`` unchanged)."""
+    return max(eps * eps, torch.finfo(dtype).tiny)
 
 
 class HydraAttention(nn.Module):
@@ -106,7 +112,7 @@ class HydraAttention(nn.Module):
         # Σ_n φ(K)_n ⊙ V_n = rᵀ(K ⊙ V) with r_n = 1 / sqrt(‖k_n‖² + eps²): φ(K) is never
         # written (one ReduceL2 read of K and an N-vector instead of a normalised N × C copy)
         norm = torch.linalg.vector_norm(k, dim=-1)  # (B, N)
-        r = (norm * norm + self.eps * self.eps).rsqrt().unsqueeze(1)  # (B, 1, N)
+        r = (norm * norm + eps_squared(self.eps, k.dtype)).rsqrt().unsqueeze(1)  # (B, 1, N)
         kv = r @ (k * v)  # (B, 1, C)
         if integer_layout():  # int8: φ(Q)·M would be uint8 × uint8 (see attention.layout)
             y = (cosine_normalize(q, self.eps) * kv) @ self.proj.weight.t()

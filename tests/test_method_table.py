@@ -250,3 +250,14 @@ def test_the_op_table_profiles_the_pair_or_else_every_normalising_block():
         ]
         == []
     )
+
+
+def test_unregister_takes_the_method_ratios_at_any_precision():
+    methods.register_method(
+        BenchMethod("toy_p", "block_msa", "toy at a precision", "exp", order="toy")
+    )
+    methods.register_ratio(NamedRatio("toy_p_int8", "toy_p@int8-static", "softmax", "toy int8"))
+    methods.register_ratio(NamedRatio("toy_p_plain", "softmax", "toy_p", "softmax / toy"))
+    methods.unregister("toy_p")
+    assert "toy_p" not in methods.METHODS
+    assert not {"toy_p_int8", "toy_p_plain"} & set(methods.RATIOS)

@@ -172,9 +172,11 @@ def register_ratio(r: NamedRatio, *, replace: bool = False) -> NamedRatio:
 
 
 def unregister(key: str) -> None:
-    """Remove a method and the named ratios it takes part in (tests, plugins)."""
+    """Remove a method and the named ratios it takes part in (tests, plugins), those naming it
+    at a precision (``key@int8-static``) too."""
     _METHODS.pop(key, None)
-    for name in [n for n, r in _RATIOS.items() if key in (r.num, r.den)]:
+    base = {n: (r.num.split("@", 1)[0], r.den.split("@", 1)[0]) for n, r in _RATIOS.items()}
+    for name in [n for n, ends in base.items() if key in ends]:
         _RATIOS.pop(name)
 
 

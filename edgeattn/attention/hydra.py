@@ -114,11 +114,12 @@ class HydraAttention(nn.Module):
         norm = torch.linalg.vector_norm(k, dim=-1)  # (B, N)
         r = (norm * norm + eps_squared(self.eps, k.dtype)).rsqrt().unsqueeze(1)  # (B, 1, N)
         kv = r @ (k * v)  # (B, 1, C)
+        q = cosine_normalize(q, self.eps)  # φ(Q)
         if integer_layout():  # int8: φ(Q)·M would be uint8 × uint8 (see attention.layout)
-            y = (cosine_normalize(q, self.eps) * kv) @ self.proj.weight.t()
+            y = (q * kv) @ self.proj.weight.t()
         else:
             m = kv.reshape(B, C, 1) * self.proj.weight.t()  # (B, C, C): diag(kv)·W_oᵀ
-            y = cosine_normalize(q, self.eps) @ m  # (B, N, C): φ(Q)·M
+            y = q @ m  # (B, N, C): φ(Q)·M
         if self.proj.bias is not None:
             y = y + self.proj.bias
         return self.proj_drop(y)

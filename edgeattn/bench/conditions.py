@@ -182,13 +182,18 @@ def _fmt(r: dict[str, Any]) -> str:
     return f"{r['median']:.2f}× [{r['ci_low']:.2f}–{r['ci_high']:.2f}]"
 
 
+def _unmarkable(rec: dict[str, Any]) -> bool:
+    """The device read no cpufreq and no throttle bits: nothing could mark a round."""
+    src = _p(rec).get("conditions_sources")
+    return bool(src) and not (src.get("cpufreq") or src.get("throttle"))
+
+
 def marked_line(rec: dict[str, Any]) -> str | None:
     """'8 of 20 rounds marked (throttled 8 / below frequency floor 0)'; None without conditions."""
     conds = _p(rec).get("round_conditions")
     if not conds:
         return None
-    src = _p(rec).get("conditions_sources")
-    if src and not (src.get("cpufreq") or src.get("throttle")):  # nothing could mark a round
+    if _unmarkable(rec):
         return (
             f"throttling not checked: no cpufreq or throttle bits readable on this device "
             f"({len(conds)} rounds, none could be marked)"
@@ -531,8 +536,7 @@ def sustained_lines(rec: dict[str, Any]) -> list[str]:
     else:
         out.append("retention: too few rounds for a first and a last window")
     t = s["first_marked_s"]
-    src = _p(rec).get("conditions_sources")
-    if t is None and src and not (src.get("cpufreq") or src.get("throttle")):
+    if t is None and _unmarkable(rec):
         out.append("first marked round: not checked (nothing on this device could mark one)")
     elif t is None:
         out.append("first marked round: none")

@@ -367,7 +367,8 @@ def summary_lines(summary: dict[str, Any], shape: str = "") -> list[str]:
     if summary.get("source") != "paired":
         return out
     needs = []
-    for name in __getattr__("SUMMARY_RATIOS"):
+    headline = __getattr__("SUMMARY_RATIOS")
+    for name in headline:
         r = summary.get(name)
         if r:
             out.append(pairs.ratio_line(name, r, summary.get("dynamic_order_taken")))
@@ -377,7 +378,7 @@ def summary_lines(summary: dict[str, Any], shape: str = "") -> list[str]:
     # the other named ratios this run measured (a block against its matmul floor, ...)
     for spec in pairs.RATIOS:
         r = summary.get(spec.name)
-        if r and spec.name not in __getattr__("SUMMARY_RATIOS"):
+        if r and spec.name not in headline:
             out.append(pairs.ratio_line(spec.name, r, summary.get("dynamic_order_taken")))
     if needs:
         out.append("not measured, for want of a method: " + "; ".join(needs))

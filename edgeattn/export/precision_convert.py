@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from edgeattn.errors import ExportError
-from edgeattn.export.precision_groups import producers, sima_l1_in
+from edgeattn.export.precision_groups import constant_tensor, producers, sima_l1_in
 
 #: Seeds of the calibration inputs and of the verification batch (different on purpose: a
 #: quantiser calibrated on the very inputs it is checked on would look better than it is).
@@ -152,10 +152,7 @@ def _fp16_floor_l1(model: onnx.ModelProto) -> int:
         for n in g.node:
             if n.name not in l1 or n.op_type != "Clip" or len(n.input) < 2 or not n.input[1]:
                 continue
-            src = n.input[1]
-            t = inits.get(src)
-            if t is None and src in prod and prod[src].op_type == "Constant":
-                t = next((a.t for a in prod[src].attribute if a.name == "value"), None)
+            t = constant_tensor(n.input[1], inits, prod)
             if t is None or t.data_type != onnx.TensorProto.FLOAT16:
                 continue  # kept in float32 (sima_l1 excluded): the model's eps is representable
             v = numpy_helper.to_array(t)
@@ -288,12 +285,10 @@ def to_int8(
             pre = src
         prepared = onnx.load(str(pre))
         excluded = keep(prepared)
-        swapped = 0
-        if precision in ("int8-static", "int8-dynamic"):
-            swapped = activation_first_matmuls(prepared)
-            if swapped:
-                pre = Path(td) / "pre_layout.onnx"
-                onnx.save(prepared, str(pre))
+        swapped = activation_first_matmuls(prepared)  # both int8 quantisers need it
+        if swapped:
+            pre = Path(td) / "pre_layout.onnx"
+            onnx.save(prepared, str(pre))
         if precision == "int8-dynamic":
             settings = _quant_settings(precision, None, 0)
             quantize_dynamic(

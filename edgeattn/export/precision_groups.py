@@ -143,19 +143,16 @@ def group_soft_newton(model: onnx.ModelProto) -> list[str]:
     return names
 
 
-def _const_value(g: onnx.GraphProto, name: str, prod: dict[str, onnx.NodeProto]):
-    """The value of a constant tensor (an initializer or a ``Constant`` node's), else None."""
-    from onnx import numpy_helper
-
-    for init in g.initializer:
-        if init.name == name:
-            return numpy_helper.to_array(init)
+def constant_tensor(
+    name: str, inits: dict[str, onnx.TensorProto], prod: dict[str, onnx.NodeProto]
+) -> onnx.TensorProto | None:
+    """The tensor behind ``name`` when it is a constant (an initializer, or a ``Constant``
+    node's ``value``), else None."""
+    t = inits.get(name)
     p = prod.get(name)
-    if p is not None and p.op_type == "Constant":
-        for a in p.attribute:
-            if a.name == "value":
-                return numpy_helper.to_array(a.t)
-    return None
+    if t is None and p is not None and p.op_type == "Constant":
+        t = next((a.t for a in p.attribute if a.name == "value"), None)
+    return t
 
 
 #: LiteMLA's division guard is an eps this small (the official 1e-15); the pattern asks for a
@@ -171,8 +168,11 @@ def litemla_att_in(g: onnx.GraphProto) -> list[str]:
     Div: the ReLUs, both products, the sums and the division, as the official code runs the
     whole linear form in float32 under float16; for the quadratic form, the column sum, the eps
     Add and the Div (the official float32 division of the N × N map)."""
+    from onnx import numpy_helper
+
     prod = producers(g)
     cons = _consumers(g)
+    inits = {t.name: t for t in g.initializer}
     names: list[str] = []
     for div in g.node:
         if div.op_type != "Div" or len(div.input) < 2:
@@ -181,7 +181,10 @@ def litemla_att_in(g: onnx.GraphProto) -> list[str]:
         num = prod.get(div.input[0])
         if add is None or num is None or add.op_type != "Add" or num.op_type != "MatMul":
             continue
-        eps = [_const_value(g, i, prod) for i in add.input]
+        eps = [
+            None if t is None else numpy_helper.to_array(t)
+            for t in (constant_tensor(i, inits, prod) for i in add.input)
+        ]
         if not any(e is not None and e.size == 1 and 0 < float(e) <= LITEMLA_EPS_MAX for e in eps):
             continue
         den = next((prod.get(i) for i, e in zip(add.input, eps, strict=True) if e is None), None)

@@ -423,7 +423,7 @@ def op_table(rec: dict[str, Any], title: str = "") -> Any:
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    for c in ("method", "norm ms", "norm share", "N×N mm", "node ms", "verdict"):
+    for c in ("method", "norm ms", "norm share", "N×N ms", "node ms", "verdict"):
         t.add_column(c, no_wrap=True, justify="left" if c in ("method", "verdict") else "right")
     for meth, b in rows.items():
         nm, sh = b.get("norm_ms_runs"), b.get("norm_share_runs")

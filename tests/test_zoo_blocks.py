@@ -199,7 +199,13 @@ def test_exports_at_opset17_and_verifies(exports, name):
     N = SMALL["tokens"]
     assert not [n for n, s in shapes.items() if s.count(N) > 1], "an N x N tensor"
     other = res.audit["other_ops"]
-    assert not {"Transpose", "Split", "Slice", "Pad"} & set(other), other
+    assert not {"Split", "Slice", "Pad"} & set(other), other
+    # a Transpose only of a C x C operand, as a MatMul's right-hand side (ONNX Runtime runs
+    # the pair as one FusedMatMul with transB)
+    for node in (n for n in m.graph.node if n.op_type == "Transpose"):
+        assert N not in shapes[node.input[0]], (node.name, shapes[node.input[0]])
+        users = [u for u in m.graph.node if node.output[0] in u.input]
+        assert [(u.op_type, list(u.input).index(node.output[0])) for u in users] == [("MatMul", 1)]
     # Hydra, MobileViTv2: one Concat of x with a column of ones (the qkv biases as a weight
     # row); none elsewhere
     ones_col = name in ("block_hydra", "block_mobilevitv2")
@@ -220,13 +226,16 @@ def test_hydra_census_has_l2_norms_and_no_softmax(exports):
 def test_hydra_runs_lean_in_onnx_runtime(exports, tmp_path):
     """What ORT runs (opt level all): φ(Q) fused into one SimplifiedLayerNormalization, φ(K)
     never written (a ReduceL2 gives its row scale), the q/k/v projections bias-free MatMuls (no
-    Gemm writing a broadcast bias), one Concat of x with a ones column."""
+    Gemm writing a broadcast bias), one Concat of x with a ones column, the C x C Transpose
+    folded into the last product."""
     so = ort.SessionOptions()
     so.optimized_model_filepath = str(tmp_path / "opt.onnx")
     ort.InferenceSession(str(exports["block_hydra"].path), so, providers=["CPUExecutionProvider"])
     ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
     assert ops.count("SimplifiedLayerNormalization") == 1 and ops.count("ReduceL2") == 1, ops
-    assert ops.count("MatMul") == 5 and "Gemm" not in ops, ops
+    # φ(Q)·(diag(kv)·W_oᵀ) runs as a FusedMatMul with transB (no Transpose left)
+    assert ops.count("MatMul") == 4 and ops.count("FusedMatMul") == 1, ops
+    assert not {"Gemm", "Transpose"} & set(ops), ops
     assert ops.count("Concat") == 1 and not {"ReduceSum", "ReduceMean", "Pow", "Pad"} & set(ops)
 
 
@@ -328,13 +337,15 @@ def test_floor_graph_computes_its_products(kind):
 def test_mobilevitv2_runs_lean_in_onnx_runtime(exports, tmp_path):
     """What ORT runs (opt level all): the query and value projections bias-free MatMuls (no Gemm
     writing a broadcast bias: the bias rides in the weights on x with a ones column), one
-    Softmax over the N scalars, the output projection's bias the only Add."""
+    Softmax over the N scalars, the output projection's bias the only Add, the C x C Transpose
+    folded into the last product."""
     so = ort.SessionOptions()
     so.optimized_model_filepath = str(tmp_path / "opt.onnx")
     path = str(exports["block_mobilevitv2"].path)
     ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
-    assert "Gemm" not in ops and ops.count("MatMul") == 5, ops
+    assert not {"Gemm", "Transpose"} & set(ops), ops
+    assert ops.count("MatMul") == 4 and ops.count("FusedMatMul") == 1, ops  # ReLU(V)·Mᵀᵀ
     assert ops.count("Concat") == 1 and ops.count("Softmax") == 1 and ops.count("Add") == 1, ops
 
 

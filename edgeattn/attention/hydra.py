@@ -118,8 +118,8 @@ class HydraAttention(nn.Module):
         if integer_layout():  # int8: φ(Q)·M would be uint8 × uint8 (see attention.layout)
             y = (q * kv) @ self.proj.weight.t()
         else:
-            m = kv.reshape(B, C, 1) * self.proj.weight.t()  # (B, C, C): diag(kv)·W_oᵀ
-            y = q @ m  # (B, N, C): φ(Q)·M
+            mt = kv * self.proj.weight  # (B, C, C): (diag(kv)·W_oᵀ)ᵀ, no Reshape of kv
+            y = q @ mt.transpose(1, 2)  # (B, N, C): φ(Q)·M; ORT: one FusedMatMul (transB)
         if self.proj.bias is not None:
             y = y + self.proj.bias
         return self.proj_drop(y)

@@ -97,3 +97,13 @@ def test_exit_codes_match_the_device_runtime():
 
     for name in ("EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_RUN_FAILED", "EXIT_INTERRUPTED"):
         assert getattr(errors, name) == getattr(rt, name)
+
+
+def test_export_help_names_every_keep_fp32_group(help_text):
+    """``--keep-fp32``'s help is typed out (the CLI does not import onnx to parse): it must
+    name every node group of :data:`edgeattn.export.precision_groups.GROUPS`."""
+    from edgeattn.export.precision_groups import GROUPS
+
+    text = " ".join(help_text(("export",)).split())  # rewrapped at 80 columns
+    missing = [g for g in GROUPS if g not in text.replace("_ ", "_")]
+    assert not missing, missing

@@ -527,3 +527,63 @@ def test_int8_dynamic_quantises_weight_first_products(tmp_path):
     ]
     err = np.abs(runs[1] - runs[0]).max() / np.abs(runs[0]).max()
     assert 1e-4 < err < 0.05, err  # quantised (not float32), and close
+
+
+def _bias_graph(tail: list[str], bias_const: bool = True) -> onnx.ModelProto:
+    """x·W + b, then the ops of ``tail`` (one input, one output each), the last output y."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.ones((4, 4), np.float32), "w")]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4])]
+    if bias_const:
+        inits.append(numpy_helper.from_array(np.ones(4, np.float32), "b"))
+    else:
+        inputs.append(helper.make_tensor_value_info("b", TensorProto.FLOAT, [4]))
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["xw"], name="/mm"),
+        helper.make_node("Add", ["xw", "b"], ["t0"], name="/add"),
+    ]
+    for i, op in enumerate(tail):
+        attrs = {"perm": [0, 2, 1]} if op == "Transpose" else {}
+        nodes.append(helper.make_node(op, [f"t{i}"], [f"t{i + 1}"], name=f"/{op}{i}", **attrs))
+    nodes.append(helper.make_node("Identity", [f"t{len(tail)}"], ["y"], name="/out"))
+    if tail and tail[-1] == "Transpose":  # the chain ends at the graph output itself
+        nodes[-2].output[0] = "y"
+        nodes.pop()
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "g", inputs, [y], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_output_bias_group_takes_the_bias_add_that_writes_the_output():
+    """The Add of a constant bias that writes the graph output, with the shape ops between
+    (SOFT: channels-first W_ff·X + b, then a Transpose); not an Add of two activations, not
+    one followed by any other op."""
+    from edgeattn.export.precision_groups import group_output_bias
+
+    assert group_output_bias(_bias_graph(["Transpose"])) == ["/add", "/Transpose0"]
+    assert group_output_bias(_bias_graph(["Transpose"], bias_const=False)) == []
+    assert group_output_bias(_bias_graph(["Relu"])) == []  # Relu, then Identity to y
+    assert "output_bias" in P.DEFAULT_KEEP_FP32["int8-static"]
+
+
+def test_int8_output_bias_is_added_in_float(tmp_path):
+    """int8-static keeps the output bias Add in float32 by default: ORT runs one QLinearAdd
+    fewer (the output's), and the output is closer to the fp32 PyTorch block than with the
+    Add quantised, as the output is not requantised (here max abs 2.0e-3 -> 1.5e-3; block_sima
+    at N = 1024, D = 384: 4.3e-4 -> 5.0e-5)."""
+    kw = dict(SIMA_BLOCK, order="kv_first")
+    res = {
+        keep: export_onnx(
+            "block_sima", **kw, precision="int8-static", keep_fp32=keep,
+            output=tmp_path / f"{i}.onnx",
+        )
+        for i, keep in enumerate(("auto", "soft_newton,cls_tail,softmax_long"))
+    }  # fmt: skip
+    side = {k: json.loads(r.sidecar_path.read_text())["precision"] for k, r in res.items()}
+    assert side["auto"]["kept_nodes"]["output_bias"] == 1
+    ops = {k: _ort_ops(r.path, tmp_path) for k, r in res.items()}
+    assert ops["auto"]["QLinearAdd"] == ops["soft_newton,cls_tail,softmax_long"]["QLinearAdd"] - 1
+    err = {k: s["verification"]["max_abs"] for k, s in side.items()}
+    assert err["auto"] < err["soft_newton,cls_tail,softmax_long"], err

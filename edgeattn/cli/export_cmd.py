@@ -100,7 +100,7 @@ def export_cmd(
         "auto",
         "--keep-fp32",
         help="Node groups kept in float32: auto (measured defaults), none, or a list of "
-        "sima_l1, soft_newton, cls_tail, softmax.",
+        "sima_l1, soft_newton, cls_tail, softmax, softmax_long, litemla_att, output_bias.",
     ),
     calibration: str = typer.Option(
         None, "--calibration", help="int8-static: a directory of images to calibrate on."

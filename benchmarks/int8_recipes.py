@@ -120,7 +120,8 @@ def main() -> None:
     bad = [m for m in methods if core.METHODS[m].is_graph]
     if bad:
         sys.exit(f"--methods {bad[0]!r} is a graph, not an attention block")
-    out, workdir = Path(a.out), Path(a.workdir)
+    # absolute: the runner measures in a directory of its own (core.run_local)
+    out, workdir = Path(a.out).resolve(), Path(a.workdir).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     workdir.mkdir(parents=True, exist_ok=True)
     st = core.Settings(

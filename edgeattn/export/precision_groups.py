@@ -374,11 +374,12 @@ GROUPS: dict[str, Callable[[onnx.ModelProto], list[str]]] = {
 #:   cosine 0.9993 without it).
 #: * output_bias, int8-static: kept. Quantised, the block's output bias is a QLinearAdd that
 #:   requantises the output, then a DequantizeLinear; kept, the last product's output is
-#:   dequantised once and the bias added in float. At N = 1024, D = 384 (2026-12-05, the same
-#:   file with and without the group, interleaved, two runs each): block_sima max abs error
-#:   4.3e-4 -> 5.0e-5, time 0.91-0.94x; block_hydra 0.89x; block_mobilevitv2 0.86-0.92x;
-#:   block_soft 0.97x (its output Transpose kept with the Add); block_msa no difference (its
-#:   QLinearSoftmax dominates; 1.00-1.04x either way round). LiteMLA ends in a Conv: no match.
+#:   dequantised once and the bias added in float. At N = 1024, D = 384 (2026-12-05, the block
+#:   exported with and without the group, interleaved in one process, both orders, two runs
+#:   each): block_sima max abs error 4.3e-4 -> 5.0e-5, time 0.91-0.95x; block_hydra 0.89-0.92x;
+#:   block_mobilevitv2 0.85-0.92x; block_soft 0.94-0.97x (its output Transpose kept with the
+#:   Add); block_msa no difference (its QLinearSoftmax dominates; the file timed first ran
+#:   2-4 % slower, whichever it was). LiteMLA ends in a Conv: no match.
 DEFAULT_KEEP_FP32: dict[str, tuple[str, ...]] = {
     "fp32": (),
     "fp16": ("soft_newton", "litemla_att"),

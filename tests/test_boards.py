@@ -107,7 +107,7 @@ def test_setup_failure_hint_names_what_failed(lines, reason, hint):
 def test_fingerprint_tells_emulated_from_real(files, machine, want, monkeypatch):
     from edgeattn.runtime import sysinfo
 
-    monkeypatch.setattr(sysinfo, "_read", lambda path: files.get(path))
+    monkeypatch.setattr(sysinfo, "read_text", lambda path: files.get(path))
     monkeypatch.setattr(sysinfo.platform, "machine", lambda: machine)
     got = sysinfo.emulation()
     assert (got or {}).get("emulated") == want, got

@@ -438,7 +438,7 @@ def test_fp16_arithmetic_from_cpuinfo(cpuinfo, native, monkeypatch):
     from edgeattn.runtime import sysinfo
 
     monkeypatch.setattr(sysinfo.sys, "platform", "linux")
-    monkeypatch.setattr(sysinfo, "_read", lambda p: cpuinfo if p == "/proc/cpuinfo" else None)
+    monkeypatch.setattr(sysinfo, "read_text", lambda p: cpuinfo if p == "/proc/cpuinfo" else None)
     got = sysinfo.fp16_arithmetic()
     assert got["native"] is native and got["evidence"]
     fp = sysinfo.fingerprint()

@@ -70,7 +70,8 @@ def _join(root: str, rel: str) -> str:
     return os.path.join(root, rel)
 
 
-def _text(path: str) -> Optional[str]:
+def read_text(path: str) -> Optional[str]:
+    """A small sysfs/procfs file's text, stripped (NULs dropped), or None if unreadable."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             return f.read().replace("\x00", "").strip()
@@ -180,7 +181,7 @@ def _cpufreq(root: str, cpu: int, name: str) -> str:
 
 
 def max_mhz(root: str, cpu: int) -> Optional[float]:
-    khz = _to_int(_text(_cpufreq(root, cpu, "cpuinfo_max_freq")))
+    khz = _to_int(read_text(_cpufreq(root, cpu, "cpuinfo_max_freq")))
     return khz / 1000.0 if khz else None
 
 
@@ -193,7 +194,7 @@ def ref_mhz(root: str, cpu: int) -> Optional[float]:
     """The MHz the frequency floor is a fraction of: the nominal (base) frequency where the driver
     names one, else ``cpuinfo_max_freq`` (ARM boards: no turbo above it)."""
     for name in NOMINAL_FREQ:
-        khz = _to_int(_text(_cpufreq(root, cpu, name)))
+        khz = _to_int(read_text(_cpufreq(root, cpu, name)))
         if khz:
             return khz / 1000.0
     return max_mhz(root, cpu)
@@ -272,8 +273,8 @@ def _powercap(root: str) -> Optional[_Energy]:
         f = _File.open(os.path.join(base, d, "energy_uj"))
         if f is None:
             continue
-        label = _text(os.path.join(base, d, "name")) or d
-        wrap = _to_int(_text(os.path.join(base, d, "max_energy_range_uj")))
+        label = read_text(os.path.join(base, d, "name")) or d
+        wrap = _to_int(read_text(os.path.join(base, d, "max_energy_range_uj")))
         zones.append((label, f, wrap))
     if not zones:
         return None
@@ -300,7 +301,7 @@ def _hwmon(root: str) -> Optional[_Energy]:
         return None
     for d in names:
         path = os.path.join(base, d)
-        dev = _text(os.path.join(path, "name")) or d
+        dev = read_text(os.path.join(path, "name")) or d
         try:
             files = set(os.listdir(path))
         except OSError:
@@ -311,7 +312,7 @@ def _hwmon(root: str) -> Optional[_Energy]:
             if m:
                 f = _File.open(os.path.join(path, fname))
                 if f is not None:
-                    lab = _text(os.path.join(path, "power{}_label".format(m.group(1))))
+                    lab = read_text(os.path.join(path, "power{}_label".format(m.group(1))))
                     chans.append(("hwmon-power", lab or "power" + m.group(1), f))
         if not chans:
             for fname in sorted(files):
@@ -326,7 +327,7 @@ def _hwmon(root: str) -> Optional[_Energy]:
                         if f is not None:
                             f.close()
                     continue
-                lab = _text(os.path.join(path, "in{}_label".format(n))) or _text(
+                lab = read_text(os.path.join(path, "in{}_label".format(n))) or read_text(
                     os.path.join(path, "curr{}_label".format(n))
                 )
                 chans.append(("hwmon-vi", lab or "in" + n, (mv, ma)))
@@ -398,7 +399,7 @@ class Sampler:
                 self._freq.append(f)
                 self.freq_cpus.append(c)
                 self.ref_mhz.append(ref_mhz(self.root, c))
-                related = _text(_cpufreq(self.root, c, "related_cpus")) or ""
+                related = read_text(_cpufreq(self.root, c, "related_cpus")) or ""
                 shared.update(int(x) for x in related.split() if x.isdigit())
         if not self._freq:
             self.unreadable.append("cpufreq")
@@ -430,7 +431,7 @@ class Sampler:
         for n in names:
             f = _File.open(os.path.join(base, n, "temp"))
             if f is not None:
-                found.append((_text(os.path.join(base, n, "type")) or n, f))
+                found.append((read_text(os.path.join(base, n, "type")) or n, f))
         pick = None
         for kind, f in found:
             k = kind.lower()
@@ -698,7 +699,7 @@ def cool_down(spec: Optional[Dict[str, float]], sampler: Sampler, start_c: Optio
 
 def cpu_parts(root: Optional[str] = None) -> Dict[int, str]:
     """{processor: "CPU part"} from /proc/cpuinfo (ARM); empty where it names none."""
-    text = _text(_join(root or sysfs_root(), CPUINFO)) or ""
+    text = read_text(_join(root or sysfs_root(), CPUINFO)) or ""
     out: Dict[int, str] = {}
     proc = None
     for line in text.splitlines():

@@ -19,6 +19,8 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional
 
+from .conditions import read_text
+
 _CPUFREQ = "/sys/devices/system/cpu/cpu0/cpufreq"
 _STABLE_FIELDS = (
     "hostname",
@@ -29,14 +31,6 @@ _STABLE_FIELDS = (
     "ram_total_mb",
     "onnxruntime_version",
 )
-
-
-def _read(path: str) -> Optional[str]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read().replace("\x00", "").strip()
-    except Exception:
-        return None
 
 
 def _cmd(args: List[str], timeout: float = 3.0) -> Optional[str]:
@@ -67,7 +61,7 @@ def _int(text: Optional[str]) -> Optional[int]:
 
 def _cpuinfo() -> Dict[str, str]:
     """First value of each key of /proc/cpuinfo (Linux)."""
-    text = _read("/proc/cpuinfo")
+    text = read_text("/proc/cpuinfo")
     out: Dict[str, str] = {}
     for line in (text or "").splitlines():
         if ":" in line:
@@ -159,8 +153,8 @@ def cores_physical() -> Optional[int]:
             if not (name.startswith("cpu") and name[3:].isdigit()):
                 continue
             topo = os.path.join(base, name, "topology")
-            core = _read(os.path.join(topo, "core_id"))
-            pkg = _read(os.path.join(topo, "physical_package_id"))
+            core = read_text(os.path.join(topo, "core_id"))
+            pkg = read_text(os.path.join(topo, "physical_package_id"))
             if core is not None:
                 pairs.add((pkg, core))
         return len(pairs) or None
@@ -170,7 +164,7 @@ def cores_physical() -> Optional[int]:
 
 def _meminfo() -> Dict[str, int]:
     out: Dict[str, int] = {}
-    for line in (_read("/proc/meminfo") or "").splitlines():
+    for line in (read_text("/proc/meminfo") or "").splitlines():
         parts = line.replace(":", " ").split()
         if len(parts) >= 2 and parts[1].isdigit():
             out[parts[0]] = int(parts[1])  # kB
@@ -204,11 +198,11 @@ def ram_mb() -> Dict[str, Optional[float]]:
 
 def cpufreq() -> Dict[str, Any]:
     def mhz(name: str) -> Optional[float]:
-        v = _int(_read(os.path.join(_CPUFREQ, name)))
+        v = _int(read_text(os.path.join(_CPUFREQ, name)))
         return round(v / 1000.0, 1) if v is not None else None
 
     return {
-        "governor": _read(os.path.join(_CPUFREQ, "scaling_governor")),
+        "governor": read_text(os.path.join(_CPUFREQ, "scaling_governor")),
         "cur_mhz": mhz("scaling_cur_freq"),
         "min_mhz": mhz("cpuinfo_min_freq"),
         "max_mhz": mhz("cpuinfo_max_freq"),
@@ -223,10 +217,10 @@ def thermal_zones() -> Optional[Dict[str, float]]:
         for name in sorted(os.listdir(base)):
             if not name.startswith("thermal_zone"):
                 continue
-            t = _int(_read(os.path.join(base, name, "temp")))
+            t = _int(read_text(os.path.join(base, name, "temp")))
             if t is None:
                 continue
-            kind = _read(os.path.join(base, name, "type")) or name
+            kind = read_text(os.path.join(base, name, "type")) or name
             key = kind if kind not in out else f"{kind}:{name}"
             out[key] = round(t / 1000.0, 1) if abs(t) > 200 else float(t)
         return out or None
@@ -259,7 +253,7 @@ def throttled() -> Optional[str]:
 
 
 def device_model() -> Optional[str]:
-    return _read("/proc/device-tree/model") or (
+    return read_text("/proc/device-tree/model") or (
         _cmd(["sysctl", "-n", "hw.model"]) if sys.platform == "darwin" else None
     )
 
@@ -277,13 +271,13 @@ def emulation() -> Optional[Dict[str, str]]:
     machine (qemu-user passes the host's through), or an enabled binfmt_misc handler
     ``qemu-<this machine>`` (nobody registers an emulator for the native architecture).
     """
-    marker = _read(EMULATED_MARKER)
+    marker = read_text(EMULATED_MARKER)
     if marker is not None:
         first = (marker.splitlines() or ["qemu-user"])[0].strip()
         kind = first.split()[0] if first else "qemu-user"
         return {"emulated": kind, "hint": "marker {}: {}".format(EMULATED_MARKER, first)[:200]}
     machine = (platform.machine() or "").lower()
-    text = _read("/proc/cpuinfo") or ""
+    text = read_text("/proc/cpuinfo") or ""
     for line in text.splitlines():
         k, _, v = line.partition(":")
         if k.strip() in ("Hardware", "model name", "cpu model") and "qemu" in v.lower():
@@ -294,14 +288,14 @@ def emulation() -> Optional[Dict[str, str]]:
             return {"emulated": "qemu-user", "hint": "x86 /proc/cpuinfo on " + machine}
     # only 64-bit names: an arm64 kernel runs 32-bit ARM natively, so qemu-arm proves nothing
     n = {"aarch64": "aarch64", "riscv64": "riscv64"}.get(machine)
-    entry = _read(os.path.join(_BINFMT, "qemu-" + n)) if n else None
+    entry = read_text(os.path.join(_BINFMT, "qemu-" + n)) if n else None
     if entry and entry.splitlines()[0].strip() == "enabled":
         return {"emulated": "qemu-user", "hint": "binfmt_misc qemu-" + n + " is enabled"}
     return None
 
 
 def jetson() -> Optional[Dict[str, Optional[str]]]:
-    release = _read("/etc/nv_tegra_release")
+    release = read_text("/etc/nv_tegra_release")
     if not release:
         return None
     return {

@@ -13,6 +13,10 @@ verdict, and the GFLOP/s (1 multiply-add = 1 FLOP) of block and floor from the s
 SOFT at the smallest and largest N >= 4096 in one more paired group (their time ratio), with each
 one's peak memory above the process's pre-session RSS from its own isolated run. Records go to
 --out (JSON Lines). Nothing else may run on the machine meanwhile.
+
+The zoo blocks (every method whose floor is one of ``edgeattn.bench.floor_zoo``'s: MobileViTv2,
+Hydra, LiteMLA) are timed too, float32, in a paired group of their own per N (the blocks and their
+floors; ``--no-zoo`` leaves them out), and printed as block / floor like the rows above.
 """
 
 from __future__ import annotations
@@ -55,6 +59,34 @@ def _pairs_of() -> list[tuple[str, str, str]]:
     """(ratio name, block pair key, floor key): fp32, then int8."""
     out = [(f"{b}_vs_floor", b, f) for b, f in FLOOR_OF.items()]
     return out + [(f"{b}_int8_vs_floor", f"{b}@{INT8}", f"{f}_int8") for b, f in FLOOR_OF.items()]
+
+
+def _zoo_methods() -> list[str]:
+    """The zoo blocks and their floors, from the method table: each method whose floor is a
+    ``floor_zoo`` graph, then those floors."""
+    from edgeattn.bench.floor_zoo import FLOORS
+
+    blocks = [k for k, m in core.METHODS.items() if m.kind == "block" and m.floor in FLOORS]
+    return blocks + [core.METHODS[b].floor for b in blocks]
+
+
+def _zoo_table(rec: dict, jobs: dict[str, core.Job]) -> list[str]:
+    """block / floor rows of a zoo group (each ratio of the method table between a zoo block and
+    its floor that the group's record carries)."""
+    from edgeattn.bench import methods
+
+    lat = rec["paired"]["latency_ms"]
+    res = pairs.ratio_results(rec)
+    rows = []
+    for nr in methods.ratios_between(jobs):
+        if nr.den != core.METHODS[nr.num].floor or nr.name not in res:
+            continue
+        r, b, f = res[nr.name], jobs[nr.num], jobs[nr.den]
+        rows.append(
+            f"{b.shape.tokens:>6}  {nr.label:<42} {pairs.fmt_ratio(r):<20} "
+            f"{r['stability_text']:<22} {lat[b.id]['median']:9.2f} {lat[f.id]['median']:9.2f}"
+        )
+    return rows
 
 
 def _group_table(rec: dict, jobs: dict[str, core.Job]) -> list[str]:
@@ -150,6 +182,9 @@ def main() -> None:
     ap.add_argument(
         "--no-int8", dest="int8", action="store_false", help="float32 blocks and floors only"
     )
+    ap.add_argument(
+        "--no-zoo", dest="zoo", action="store_false", help="leave the zoo blocks' group out"
+    )
     a = ap.parse_args()
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -166,6 +201,17 @@ def main() -> None:
         recs = core.run_local([core.job_run_spec(j, settings) for j in jobs], out=out, paired=specs)
         rec = next(r for r in recs if r.get("kind") == "paired")
         lines += _group_table(rec, by)
+        if a.zoo:
+            from edgeattn.bench.run import bench_jobs
+
+            zoo = core.prepare(bench_jobs(core.Shape(n, a.dim, a.heads), _zoo_methods()), settings)
+            zby = {j.pair_key: j for j in zoo}
+            print(f"N={n}: measuring {', '.join(zby)} paired", file=sys.stderr, flush=True)
+            specs = core.paired_specs(zoo, settings)
+            recs = core.run_local(
+                [core.job_run_spec(j, settings) for j in zoo], out=out, paired=specs
+            )
+            lines += _zoo_table(next(r for r in recs if r.get("kind") == "paired"), zby)
     prec = (
         f"float32 and {INT8} (int8 rows: the block at {INT8} / the int8 floor)"
         if a.int8

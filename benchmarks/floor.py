@@ -208,6 +208,8 @@ def main() -> None:
             zby = {j.pair_key: j for j in zoo}
             print(f"N={n}: measuring {', '.join(zby)} paired", file=sys.stderr, flush=True)
             specs = core.paired_specs(zoo, settings)
+            for spec in specs:  # not the id of the group above, in the same records file
+                spec["id"] = spec["id"].replace("paired/", "paired/zoo/", 1)
             recs = core.run_local(
                 [core.job_run_spec(j, settings) for j in zoo], out=out, paired=specs
             )

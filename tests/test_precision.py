@@ -370,10 +370,12 @@ def test_activation_first_matmuls_same_arithmetic_and_integer_gemms(tmp_path):
         and json.loads(q8.sidecar_path.read_text())["precision"]["activation_first_matmuls"] == 2
     )
     ops = _ort_ops(q8.path, tmp_path)
-    # six integer GEMMs: the Q, K, V projections, KᵀV and Q(KᵀV) per head, W_o; the int8 graph
-    # does not fold W_o into a run-time operand (attention.layout.integer_layout): the float32
-    # one (N ≥ C here) does, one product more (blockdiag(KᵀV)·W_oᵀ), the tail uint8 × uint8
-    assert ops["QLinearMatMul"] == 6 and "MatMul" not in ops and "FusedMatMul" not in ops
+    # eight integer GEMMs: the Q, K, V projections, KᵀV and Q(KᵀV) per head, W_o, and the two
+    # small products of the token sums Kᵀ1 = W_k·(Xᵀ1) + N·b_k (1×N·N×C, 1×C·C×C) that the
+    # integer layout takes from x (attention.layout.integer_layout); it does not fold W_o into a
+    # run-time operand: the float32 graph (N ≥ C here) does, one product more
+    # (blockdiag(KᵀV)·W_oᵀ), the tail uint8 × uint8
+    assert ops["QLinearMatMul"] == 8 and "MatMul" not in ops and "FusedMatMul" not in ops
     f32 = _ort_ops(fp32.path, tmp_path)
     assert sum(f32.get(k, 0) for k in ("MatMul", "FusedMatMul", "Gemm")) == 7, f32
 
@@ -419,7 +421,8 @@ def test_int8_recipe_is_selectable_and_recorded(tmp_path, capsys):
     assert q["verification"]["tolerance"]["name"] == "TOL_INT8_STATIC"
     ops = {p: _ort_ops(r.path, tmp_path) for p, r in res.items()}
     assert ops["int8-static"]["QLinearAdd"] >= 2 and "QLinearAdd" not in ops["int8-static:matmuls"]
-    assert ops["int8-static:matmuls"]["QLinearMatMul"] == 6  # W_o unfolded at int8
+    # W_o unfolded at int8, Kᵀ1 from x: 6 + 2 (see the test above)
+    assert ops["int8-static:matmuls"]["QLinearMatMul"] == 8
     argv = ["export", "block_sima", "--tokens", "16", "--dim", "32", "--heads", "2"]
     assert main([*argv, "--precision", "int8-static:nope"]) == 1
     err = capsys.readouterr().err

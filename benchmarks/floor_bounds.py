@@ -1,7 +1,7 @@
 """How close to its matmul floor a block can get at all: the floor plus only the work the block's
 algorithm cannot leave out, timed interleaved against the floor and the block itself.
 
-    .venv/bin/python benchmarks/floor_bounds.py [--tokens 1024,4096] [--rounds 400]
+    .venv/bin/python benchmarks/floor_bounds.py [--tokens 1024,4096] [--pair-time 4]
 
 The floors of :mod:`edgeattn.bench.floor` hold the products of N-sized operands and nothing else.
 Two blocks carry work that is neither such a product nor removable by any layout:
@@ -18,37 +18,42 @@ Two blocks carry work that is neither such a product nor removable by any layout
   ``ReduceL1``, as ``Abs`` + ``ReduceSum`` or as ``Abs`` and a ``(1 x N)·(N x C)`` MatMul with
   a ones row (all three are timed; the fastest is the bound).
 
-Each N is one interleaved group (rounds in shuffled order, thread-pool spinning off as in the
-bench's paired pass, ``edgeattn.runtime.paired.NO_SPIN``): the block (the bench's export),
-its floor and the bound graphs. Printed: each ratio to the floor as the median of per-round ratios
-with its 95 % interval (``edgeattn.runtime.intervals.ratio_summary``), and the medians in ms. A
-block's ``block / floor`` target below ``bound / floor`` cannot be met by any graph ONNX Runtime
-runs with these operators. Nothing else may run on the machine meanwhile.
+Each N is one paired group of the project's runner (``edgeattn.runtime.paired``: rounds in
+shuffled order, thread-pool spinning off, the stability check of the bench): the block (the
+bench's export), its floor and the bound graphs, which are the floor's own file with the extra
+nodes appended (written to --workdir). Printed: each ratio to the floor as the median of
+per-round ratios with its 95 % interval and the verdict, and the medians in ms; records go to
+--out. A block's ``block / floor`` target below ``bound / floor`` cannot be met by any graph ONNX
+Runtime runs with these operators. Nothing else may run on the machine meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edgeattn.bench import core, pairs  # noqa: E402
+
 DIM, HEADS, NEWTON_STEPS = 384, 6, 20
 #: the ways the bound graph computes a column's l1 norm over the tokens (each one timed)
 SIMA_NORMS = {"reduce_l1": "ReduceL1", "abs_sum": "Abs+ReduceSum", "matmul": "Abs, 1ᵀ·|t|"}
+#: (block method, its floor method, precision of the block)
+FAMILIES = (("soft", "floor_soft", "fp32"), ("sima_kv", "floor_kv_int8", "int8-static"))
 
 
-def _soft_bound(n: int):
+def _soft_bound(floor_path: Path):
     """The fp32 SOFT floor plus 20 Newton-Schulz steps, ``v <- v (2I - p v)``."""
     import numpy as np
+    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgeattn.bench.floor import SOFT_LANDMARKS, build
+    from edgeattn.bench.floor import SOFT_LANDMARKS
 
     m = SOFT_LANDMARKS
-    model = build("floor_soft", 1, n, DIM, HEADS, 17)
+    model = onnx.load(str(floor_path))
     g = model.graph
     shape = [1, HEADS, m, m]
     g.input.extend([helper.make_tensor_value_info(t, TensorProto.FLOAT, shape) for t in "pv"])
@@ -69,22 +74,23 @@ def _soft_bound(n: int):
     return model
 
 
-def _sima_int8_bound(n: int, norm: str):
+def _sima_int8_bound(floor_path: Path, n: int, norm: str):
     """The int8 Q(KᵀV) floor plus Q(x), DQ(y) and the l1 norms over N of two uint8 N x C
     tensors (see the module doc)."""
     import numpy as np
+    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgeattn.bench.floor import build
-
-    model = build("floor_kv_int8", 1, n, DIM, HEADS, 17)
+    model = onnx.load(str(floor_path))
     g = model.graph
     shape = [1, n, DIM]
     scale = numpy_helper.from_array(np.asarray(0.05, np.float32), "bound_scale")
     zp = numpy_helper.from_array(np.asarray(128, np.uint8), "bound_zp")
-    axes = numpy_helper.from_array(np.asarray([1], np.int64), "bound_axes")
-    ones = numpy_helper.from_array(np.ones((1, 1, n), np.float32), "bound_ones")
-    g.initializer.extend([scale, zp, axes] + ([ones] if norm == "matmul" else []))
+    g.initializer.extend([scale, zp])
+    if norm == "matmul":
+        g.initializer.append(numpy_helper.from_array(np.ones((1, 1, n), np.float32), "bound_ones"))
+    if norm == "abs_sum":
+        g.initializer.append(numpy_helper.from_array(np.asarray([1], np.int64), "bound_axes"))
     g.input.append(helper.make_tensor_value_info("bound_x", TensorProto.FLOAT, shape))
     g.input.extend(
         helper.make_tensor_value_info(t, TensorProto.UINT8, shape)
@@ -112,96 +118,77 @@ def _sima_int8_bound(n: int, norm: str):
     return model
 
 
-def _session(model_or_path):
-    import onnxruntime as ort
-
-    from edgeattn.runtime.paired import NO_SPIN
-
-    so = ort.SessionOptions()
-    for k, v in NO_SPIN.items():
-        so.add_session_config_entry(k, v)
-    src = model_or_path if isinstance(model_or_path, str) else model_or_path.SerializeToString()
-    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
-
-
-def _feeds(sess, seed: int = 0) -> dict:
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    out = {}
-    for i in sess.get_inputs():
-        shape = [d if isinstance(d, int) else 1 for d in i.shape]
-        if i.type == "tensor(uint8)":
-            out[i.name] = rng.integers(0, 256, shape, dtype=np.uint8)
-        else:
-            out[i.name] = rng.standard_normal(shape).astype(np.float32)
+def _bounds(jobs: dict[str, core.Job], n: int) -> dict[str, tuple[str, object]]:
+    """{bound key: (its floor's method key, model)} for the floors of ``jobs``."""
+    out = {"bound_soft": ("floor_soft", _soft_bound(Path(jobs["floor_soft"].onnx_path)))}
+    kv = Path(jobs["floor_kv_int8"].onnx_path)
+    for k in SIMA_NORMS:
+        out[f"bound_sima_{k}"] = ("floor_kv_int8", _sima_int8_bound(kv, n, k))
     return out
 
 
-def _block(name: str, n: int, precision: str) -> str:
-    from edgeattn.export import export_onnx
+def _measure(n: int, settings: core.Settings, out: Path, workdir: Path) -> list[str]:
+    import onnx
 
-    extra = {"order": "kv_first"} if name == "block_sima" else {}
-    res = export_onnx(name, tokens=n, dim=DIM, heads=HEADS, precision=precision, **extra)
-    return str(res.path)
-
-
-def _group(members: dict, rounds: int) -> dict[str, list[float]]:
-    import numpy as np
-
-    runs = {k: (_session(m), None) for k, m in members.items()}
-    runs = {k: (s, _feeds(s)) for k, (s, _) in runs.items()}
-    for s, f in runs.values():
-        for _ in range(20):
-            s.run(None, f)
-    times = {k: [] for k in runs}
-    rng = np.random.default_rng(1)
-    keys = list(runs)
-    for _ in range(rounds):
-        for j in rng.permutation(len(keys)):
-            s, f = runs[keys[j]]
-            t0 = time.perf_counter()
-            s.run(None, f)
-            times[keys[j]].append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
-def _line(label: str, num: list[float], den: list[float]) -> str:
-    from edgeattn.runtime.intervals import median, ratio_summary
-
-    r = ratio_summary(num, den)
-    return (
-        f"  {label:<44} {r['median']:.3f}x [{r['ci_low']:.3f}-{r['ci_high']:.3f}]"
-        f"  ({median(num):.3f} ms / {median(den):.3f} ms)"
+    shape = core.Shape(n, DIM, HEADS)
+    members = [(b, p) for b, _, p in FAMILIES] + [(f, "fp32") for _, f, _ in FAMILIES]
+    jobs = core.prepare(
+        [core.Job(core.METHODS[m], shape, precision=p) for m, p in members], settings
     )
+    by = {j.method.key: j for j in jobs}
+    specs = [core.job_run_spec(j, settings) for j in jobs]
+    ids = {k: j.id for k, j in by.items()}
+    ratios = [(f"{b}_vs_floor", b, f) for b, f, _ in FAMILIES]
+    for key, (floor, model) in _bounds(by, n).items():
+        path = workdir / f"{key}_N{n}.onnx"
+        onnx.save(model, str(path))
+        ids[key] = f"{key}/N{n}"
+        base = core.job_run_spec(by[floor], settings)
+        specs.append(dict(base, id=ids[key], model=str(path), meta=dict(base["meta"], bound=key)))
+        ratios.append((f"{key}_vs_floor", key, floor))
+    group = pairs.group_spec(
+        f"paired/floor_bounds/N{n}", [(k, i) for k, i in ids.items()], settings
+    )
+    group["ratios"] = [{"name": r, "num": ids[a], "den": ids[b]} for r, a, b in ratios]
+    group["profile"] = []
+    print(f"N = {n}: {', '.join(ids)} paired", file=sys.stderr, flush=True)
+    recs = core.run_local(specs, out=out, paired=[group])
+    rec = next(r for r in recs if r.get("kind") == "paired")
+    res, lat = pairs.ratio_results(rec), rec["paired"]["latency_ms"]
+    labels = {
+        "soft_vs_floor": "SOFT fp32 / floor_soft",
+        "bound_soft_vs_floor": "bound: floor_soft + 20 Newton steps",
+        "sima_kv_vs_floor": "SimA Q(KᵀV) int8 / floor_kv_int8",
+        **{f"bound_sima_{k}_vs_floor": f"bound: int8 floor + Q, DQ, norms ({h})"
+           for k, h in SIMA_NORMS.items()},
+    }  # fmt: skip
+    lines = [f"N = {n} (median of per-round ratios to the floor, 95 % interval)"]
+    for name, a, b in ratios:
+        r = res[name]
+        lines.append(
+            f"  {labels[name]:<49} {pairs.fmt_ratio(r):<20} {r['stability_text']:<22}"
+            f" ({lat[ids[a]]['median']:.3f} ms / {lat[ids[b]]['median']:.3f} ms)"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tokens", default="1024,4096")
-    ap.add_argument("--rounds", type=int, default=400)
+    ap.add_argument("--pair-time", type=float, default=4.0, help="seconds per paired try (min)")
+    ap.add_argument("--out", default="results/floor_bounds.jsonl")
+    ap.add_argument("--workdir", default="results/floor_bounds")
     a = ap.parse_args(argv)
-    from edgeattn.bench.floor import build
-
+    # absolute: the runner measures in a directory of its own (core.run_local)
+    out, workdir = Path(a.out).resolve(), Path(a.workdir).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings = core.Settings(
+        pair_min_time_s=a.pair_time, pair_max_time_s=max(30.0, 4 * a.pair_time), pair_profile=False
+    )
     for n in (int(t) for t in a.tokens.split(",")):
-        print(f"N = {n}, C = {DIM}, h = {HEADS}: exporting", file=sys.stderr, flush=True)
-        members = {
-            "soft": _block("block_soft", n, "fp32"),
-            "floor_soft": build("floor_soft", 1, n, DIM, HEADS, 17),
-            "bound_soft": _soft_bound(n),
-            "sima_int8": _block("block_sima", n, "int8-static"),
-            "floor_kv_int8": build("floor_kv_int8", 1, n, DIM, HEADS, 17),
-            **{f"bound_sima_{k}": _sima_int8_bound(n, k) for k in SIMA_NORMS},
-        }
-        print(f"N = {n}: {a.rounds} interleaved rounds", file=sys.stderr, flush=True)
-        t = _group(members, a.rounds)
-        print(f"N = {n} (median of per-round ratios to the floor, 95 % interval)")
-        print(_line("SOFT fp32 / floor_soft", t["soft"], t["floor_soft"]))
-        print(_line("bound: floor_soft + 20 Newton steps", t["bound_soft"], t["floor_soft"]))
-        print(_line("SimA Q(KᵀV) int8 / floor_kv_int8", t["sima_int8"], t["floor_kv_int8"]))
-        for key, how in SIMA_NORMS.items():
-            label = f"bound: int8 floor + Q, DQ, norms ({how})"
-            print(_line(label, t[f"bound_sima_{key}"], t["floor_kv_int8"]))
+        print("\n".join(_measure(n, settings, out, workdir)))
+    print(f"records: {out}")
 
 
 if __name__ == "__main__":

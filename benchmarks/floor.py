@@ -61,6 +61,23 @@ def _pairs_of() -> list[tuple[str, str, str]]:
     return out + [(f"{b}_int8_vs_floor", f"{b}@{INT8}", f"{f}_int8") for b, f in FLOOR_OF.items()]
 
 
+def _paired(
+    jobs: list[core.Job], settings: core.Settings, out: Path, tag: str = ""
+) -> tuple[dict, dict[str, core.Job]]:
+    """Export ``jobs``, measure them as one paired group (its id ``paired/<tag>N...``, so two
+    groups of one N keep apart in the records) and return (the paired record, jobs by key)."""
+    jobs = core.prepare(jobs, settings)
+    by = {j.pair_key: j for j in jobs}
+    print(
+        f"N={jobs[0].shape.tokens}: measuring {', '.join(by)} paired", file=sys.stderr, flush=True
+    )
+    specs = core.paired_specs(jobs, settings)
+    for spec in specs:
+        spec["id"] = spec["id"].replace("paired/", f"paired/{tag}", 1)
+    recs = core.run_local([core.job_run_spec(j, settings) for j in jobs], out=out, paired=specs)
+    return next(r for r in recs if r.get("kind") == "paired"), by
+
+
 def _zoo_methods() -> list[str]:
     """The zoo blocks and their floors, from the method table: each method whose floor is a
     ``floor_zoo`` graph, then those floors."""
@@ -194,26 +211,12 @@ def main() -> None:
     ns = [int(v) for v in a.tokens.split(",")]
     lines = []
     for n in ns:
-        jobs = core.prepare(_jobs(n, a.dim, a.heads, a.qk_max, a.int8), settings)
-        by = {j.pair_key: j for j in jobs}
-        print(f"N={n}: measuring {', '.join(by)} paired", file=sys.stderr, flush=True)
-        specs = core.paired_specs(jobs, settings)
-        recs = core.run_local([core.job_run_spec(j, settings) for j in jobs], out=out, paired=specs)
-        rec = next(r for r in recs if r.get("kind") == "paired")
-        lines += _group_table(rec, by)
+        lines += _group_table(*_paired(_jobs(n, a.dim, a.heads, a.qk_max, a.int8), settings, out))
         if a.zoo:
             from edgeattn.bench.run import bench_jobs
 
-            zoo = core.prepare(bench_jobs(core.Shape(n, a.dim, a.heads), _zoo_methods()), settings)
-            zby = {j.pair_key: j for j in zoo}
-            print(f"N={n}: measuring {', '.join(zby)} paired", file=sys.stderr, flush=True)
-            specs = core.paired_specs(zoo, settings)
-            for spec in specs:  # not the id of the group above, in the same records file
-                spec["id"] = spec["id"].replace("paired/", "paired/zoo/", 1)
-            recs = core.run_local(
-                [core.job_run_spec(j, settings) for j in zoo], out=out, paired=specs
-            )
-            lines += _zoo_table(next(r for r in recs if r.get("kind") == "paired"), zby)
+            zoo = bench_jobs(core.Shape(n, a.dim, a.heads), _zoo_methods())
+            lines += _zoo_table(*_paired(zoo, settings, out, "zoo/"))
     prec = (
         f"float32 and {INT8} (int8 rows: the block at {INT8} / the int8 floor)"
         if a.int8

@@ -300,12 +300,10 @@ def group_output_bias(model: onnx.ModelProto) -> list[str]:
     a QLinearAdd that requantises the output and a DequantizeLinear after it."""
     g = model.graph
     outs = {o.name for o in g.output}
-    consts = {t.name for t in g.initializer}
-    consts |= {n.output[0] for n in g.node if n.op_type == "Constant"}
-    cons = _consumers(g)
+    inits, prod, cons = {t.name: t for t in g.initializer}, producers(g), _consumers(g)
     names = []
     for n in g.node:
-        if n.op_type != "Add" or not any(i in consts for i in n.input):
+        if n.op_type != "Add" or all(constant_tensor(i, inits, prod) is None for i in n.input):
             continue
         chain, cur = [n.name], n
         while cur.output[0] not in outs:

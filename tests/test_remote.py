@@ -625,7 +625,11 @@ def test_host_interrupted_or_killed_stops_the_device_runtime(
     }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     code = (
-        "import json, sys\n"
+        # Ctrl-C raises KeyboardInterrupt here whatever this test process inherited: a job
+        # started in the background of a non-interactive shell (CI launched with `&`) has SIGINT
+        # ignored, Python keeps an inherited SIG_IGN, and the host would then never stop
+        "import json, signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from edgeattn.remote import SSHOptions, run_remote\n"
         # no shared master when the host is SIGKILLed: nothing would close it for 15 s
         f"o = SSHOptions(ssh_config={str(sshd.client_config)!r}, multiplex={sig != signal.SIGKILL})\n"

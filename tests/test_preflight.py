@@ -276,6 +276,9 @@ def test_signal_prints_kept_records_and_the_resume_command(sig, code, tmp_path, 
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # SIGINT as a terminal gives it, even if this process was started in the background of
+        # a non-interactive shell (SIGINT ignored, which the child would inherit)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and p.poll() is None:

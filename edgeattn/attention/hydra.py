@@ -31,9 +31,17 @@ gives 0, not NaN.
   with the ones column by Concat instead of Pad (below): 1.14, 1.14, 1.15× at 1024 (1.17, 1.17,
   1.18× the same day before it), 1.12, 1.11, 1.12× at 4096
   (``edgeattn bench --methods hydra,floor_hydra --tokens N --quiet``).
-* ``proj(φ(Q) ⊙ kv) = φ(Q)·M + b_o`` with ``M = diag(kv)·W_oᵀ`` (C × C, per batch): the channel
-  weights land on W_o (C² products), never on the N × C tensor. Matmuls left: the three
-  projections and ``φ(Q)·M`` (N·C² each) and ``1ᵀ(φ(K)⊙V)`` (N·C): :mod:`edgeattn.bench.floor_zoo`.
+* ``proj(φ(Q) ⊙ kv) = (φ(Q) ⊙ kv)·W_oᵀ + b_o`` with the channel weights kv applied **inside the
+  fused norm**: the RMS norm's per-channel scale input takes the run-time vector kv (its
+  constant ``C^-½`` folded into r), so ``φ(Q) ⊙ kv`` is the one fused pass's output and the last
+  product reads the plain weight W_oᵀ, prepacked like the floor's. This needs one (C,) scale,
+  so it is the batch-1 form (the bench's and an edge device's); a batch of B > 1 folds kv into
+  the weight instead, ``φ(Q)·M`` with ``M = diag(kv)·W_oᵀ`` (C × C per item, a FusedMatMul
+  reading M transposed), or under the integer layout ``(φ(Q) ⊙ kv)·W_oᵀ``. Against that
+  folded form the batch-1 graph runs one C × C Mul fewer and packs no run-time matrix:
+  0.97–0.98× its time at N = 1024 (interleaved, both orders, two runs each), the same at 4096,
+  and 0.93–0.96× at int8-static (2026-12-05). Matmuls left: the three projections and the output
+  product (N·C² each) and ``1ᵀ(φ(K)⊙V)`` (N·C): :mod:`edgeattn.bench.floor_zoo`.
 * In the exported graph the ``qkv`` biases ride in the projections: ``x`` gets one column of
   ones (a ``Concat``) and each weight slice its bias as one more row, so q, k and v are bias-free
   MatMuls on prepacked constants. ONNX Runtime would otherwise fuse each bias Add into a ``Gemm``
@@ -60,11 +68,19 @@ from edgeattn.attention.layout import integer_layout
 HYDRA_EPS = 1e-12  # F.normalize's default
 
 
-def cosine_normalize(t: torch.Tensor, eps: float = HYDRA_EPS) -> torch.Tensor:
+def cosine_normalize(
+    t: torch.Tensor, eps: float = HYDRA_EPS, scale: torch.Tensor | None = None
+) -> torch.Tensor:
     """``φ(t) = t / sqrt(‖t_n‖² + eps²)`` over the channels of each token, (B, N, C) -> same,
-    in the RMS-norm form ONNX Runtime fuses into one pass (see the module doc)."""
+    in the RMS-norm form ONNX Runtime fuses into one pass (see the module doc).
+
+    ``scale`` (C,): the per-channel factor the RMS norm multiplies by, in place of its constant
+    ``C^-½``; the result is then ``φ(t) ⊙ (C^½·scale)``. A run-time ``scale`` still fuses (the
+    fused op's scale input need not be a constant), so a per-channel weight that follows the norm
+    costs no pass of its own."""
     C = int(t.shape[-1])  # the model's width: a constant in an exported graph
-    scale = torch.full((C,), float(C) ** -0.5, dtype=t.dtype, device=t.device)
+    if scale is None:
+        scale = torch.full((C,), float(C) ** -0.5, dtype=t.dtype, device=t.device)
     return t / (t.pow(2).mean(dim=-1, keepdim=True) + eps_squared(eps, t.dtype) / C).sqrt() * scale
 
 
@@ -112,16 +128,24 @@ class HydraAttention(nn.Module):
         # Σ_n φ(K)_n ⊙ V_n = rᵀ(K ⊙ V) with r_n = 1 / sqrt(‖k_n‖² + eps²): φ(K) is never
         # written (one ReduceL2 read of K and an N-vector instead of a normalised N × C copy)
         norm = torch.linalg.vector_norm(k, dim=-1)  # (B, N)
-        r = (norm * norm + eps_squared(self.eps, k.dtype)).rsqrt().unsqueeze(1)  # (B, 1, N)
-        kv = r @ (k * v)  # (B, 1, C)
-        q = cosine_normalize(q, self.eps)  # φ(Q)
-        if integer_layout():  # int8: φ(Q)·M would be uint8 × uint8 (see attention.layout)
-            y = (q * kv) @ self.proj.weight.t()
-        else:
-            mt = kv * self.proj.weight  # (B, C, C): (diag(kv)·W_oᵀ)ᵀ, no Reshape of kv
-            y = q @ mt.transpose(1, 2)  # (B, N, C): φ(Q)·M; ORT: one FusedMatMul (transB)
+        den = (norm * norm + eps_squared(self.eps, k.dtype)).sqrt()
+        if B == 1:
+            # kv rides as the RMS norm's run-time scale: φ(Q) ⊙ kv in one fused pass, then the
+            # plain weight W_oᵀ (prepacked); C^-½, the norm's constant, is folded into r
+            kv = (den.new_tensor(float(C) ** -0.5) / den).unsqueeze(1) @ (k * v)  # (1, 1, C)
+            y = cosine_normalize(q, self.eps, scale=kv.reshape(C)) @ self.proj.weight.t()
+        else:  # one scale per batch item: a fused norm takes one (C,) vector only
+            kv = (den.new_tensor(1.0) / den).unsqueeze(1) @ (k * v)  # (B, 1, C)
+            q = cosine_normalize(q, self.eps)  # φ(Q)
+            if integer_layout():  # int8: φ(Q)·M would be uint8 × uint8 (see attention.layout)
+                y = (q * kv) @ self.proj.weight.t()
+            else:
+                mt = kv * self.proj.weight  # (B, C, C): (diag(kv)·W_oᵀ)ᵀ, no Reshape of kv
+                y = q @ mt.transpose(1, 2)  # (B, N, C): φ(Q)·M; ORT: one FusedMatMul (transB)
         if self.proj.bias is not None:
-            y = y + self.proj.bias
+            # (1, 1, C), not (C,): ONNX Runtime would fuse a MatMul on a constant weight and a
+            # (C,) bias into a Gemm between two copies of the (N, C) output (reshapes to 2-D)
+            y = y + self.proj.bias.reshape(1, 1, C)
         return self.proj_drop(y)
 
     def extra_repr(self) -> str:

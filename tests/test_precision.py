@@ -365,17 +365,20 @@ def test_activation_first_matmuls_same_arithmetic_and_integer_gemms(tmp_path):
     ]
     np.testing.assert_allclose(runs[1], runs[0], rtol=1e-5, atol=1e-6)
     q8 = export_onnx("block_sima", **kw, precision="int8-static", output=tmp_path / "q.onnx")
+    # one rewrite at int8: the integer layout (attention.layout.integer_layout) keeps K
+    # channels-first but projects V token-major (one transpose of it, not two)
     assert (
         q8.sidecar_path
-        and json.loads(q8.sidecar_path.read_text())["precision"]["activation_first_matmuls"] == 2
+        and json.loads(q8.sidecar_path.read_text())["precision"]["activation_first_matmuls"] == 1
     )
     ops = _ort_ops(q8.path, tmp_path)
-    # eight integer GEMMs: the Q, K, V projections, KᵀV and Q(KᵀV) per head, W_o, and the two
-    # small products of the token sums Kᵀ1 = W_k·(Xᵀ1) + N·b_k (1×N·N×C, 1×C·C×C) that the
-    # integer layout takes from x (attention.layout.integer_layout); it does not fold W_o into a
+    # six integer GEMMs: the Q, K, V projections (each with its bias as a weight row on x's ones
+    # column), KᵀV and Q(KᵀV) per head, W_o; the integer layout does not fold W_o into a
     # run-time operand: the float32 graph (N ≥ C here) does, one product more
-    # (blockdiag(KᵀV)·W_oᵀ), the tail uint8 × uint8
-    assert ops["QLinearMatMul"] == 8 and "MatMul" not in ops and "FusedMatMul" not in ops
+    # (blockdiag(KᵀV)·W_oᵀ), the tail uint8 × uint8. No bias QLinearAdd is left: the one Add is
+    # the output bias, kept float (the output_bias group)
+    assert ops["QLinearMatMul"] == 6 and "MatMul" not in ops and "FusedMatMul" not in ops
+    assert "QLinearAdd" not in ops and ops["QLinearConcat"] == 1, ops
     f32 = _ort_ops(fp32.path, tmp_path)
     assert sum(f32.get(k, 0) for k in ("MatMul", "FusedMatMul", "Gemm")) == 7, f32
 
@@ -407,8 +410,8 @@ def test_softmax_long_is_a_static_axis_of_511_or_more():
 
 
 def test_int8_recipe_is_selectable_and_recorded(tmp_path, capsys):
-    """``int8-static:matmuls`` quantises the MatMuls only (ORT runs no integer Add: the bias
-    adds stay float32, where the default recipe has QLinearAdds), records its recipe, and is
+    """``int8-static:matmuls`` quantises the MatMuls only (x's ones column is joined in float32,
+    where the default recipe runs a QLinearConcat on the quantised x), records its recipe, and is
     checked against int8-static's tolerance; an unknown recipe is one line naming the valid."""
     kw = dict(SIMA_BLOCK, order="kv_first")
     res = {
@@ -420,9 +423,13 @@ def test_int8_recipe_is_selectable_and_recorded(tmp_path, capsys):
     assert q["quantization"]["recipe"] == "matmuls" and q["quantization"]["op_types"] == ["MatMul"]
     assert q["verification"]["tolerance"]["name"] == "TOL_INT8_STATIC"
     ops = {p: _ort_ops(r.path, tmp_path) for p, r in res.items()}
-    assert ops["int8-static"]["QLinearAdd"] >= 2 and "QLinearAdd" not in ops["int8-static:matmuls"]
-    # W_o unfolded at int8, Kᵀ1 from x: 6 + 2 (see the test above)
-    assert ops["int8-static:matmuls"]["QLinearMatMul"] == 8
+    assert (
+        ops["int8-static"]["QLinearConcat"] == 1
+        and "QLinearConcat" not in ops["int8-static:matmuls"]
+    )
+    assert ops["int8-static:matmuls"]["Concat"] == 1
+    # W_o unfolded at int8: 6 (see the test above)
+    assert ops["int8-static:matmuls"]["QLinearMatMul"] == 6
     argv = ["export", "block_sima", "--tokens", "16", "--dim", "32", "--heads", "2"]
     assert main([*argv, "--precision", "int8-static:nope"]) == 1
     err = capsys.readouterr().err

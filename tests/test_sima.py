@@ -190,8 +190,8 @@ def test_sima_orders_agree_and_match_the_formula(n_tokens: int) -> None:
         torch.testing.assert_close(outs[order], ref, rtol=F64_TOL, atol=F64_TOL)
     for fold in (False, True):  # W_o folded into the (C x C) tail or not: both the formula
         torch.testing.assert_close(m.kv_first(x, fold=fold), ref, rtol=F64_TOL, atol=F64_TOL)
-    # the layout built for integer GEMMs (V bias folded with Kᵀ1 from x's token sums, W_o
-    # unfolded): the formula too
+    # the layout built for integer GEMMs (the biases as a weight column on x's ones column, V
+    # token-major, W_o unfolded): the formula too
     from edgeattn.attention.layout import for_integer
 
     with for_integer():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 
@@ -46,3 +47,28 @@ def linear_t(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -
     than the token-major ``x·Wᵀ`` Gemm (about 29 against 38 ms at N = 16384, C = 384)."""
     y = weight @ x.transpose(-2, -1)
     return y if bias is None else y + bias[:, None]
+
+
+class Projection(NamedTuple):
+    """A linear layer's parameters as the projection helpers read them (an ``nn.Linear`` has the
+    same four attributes)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    in_features: int
+    out_features: int
+
+
+def bias_in_weight(linear: torch.nn.Linear, x: torch.Tensor) -> tuple[torch.Tensor, Projection]:
+    """``(x̃, layer)`` with ``x̃ = [x, 1]`` (B, N, C + 1) and the bias as the layer's last input
+    column, so ``x̃·W̃ᵀ = x·Wᵀ + b`` for every slice of the layer's outputs: each product then
+    carries its bias, and no Add of an N-sized tensor is left. For a graph built for integer
+    GEMMs, where a bias Add is a requantising QLinearAdd of the whole product (see
+    :mod:`edgeattn.attention.sima`)."""
+    if linear.bias is None:
+        return x, Projection(linear.weight, None, linear.in_features, linear.out_features)
+    ones = torch.ones(*x.shape[:-1], 1, dtype=x.dtype, device=x.device)
+    w = torch.cat([linear.weight, linear.bias[:, None]], dim=1)
+    return torch.cat([x, ones], dim=-1), Projection(
+        w, None, linear.in_features + 1, linear.out_features
+    )

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgeattn.attention.layout import integer_layout, linear_t
+from edgeattn.attention.layout import Projection, bias_in_weight, integer_layout, linear_t
 from edgeattn.attention.order import order_threshold, validate_crossover, validate_order
 
 SIMA_EPS = 1e-12  # F.normalize default, as in the official SimA block
@@ -84,7 +84,9 @@ def sima_kv_first(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Te
     return q @ (k.transpose(-2, -1) @ v)  # (B, h, N, d) @ (B, h, d, d) -> (B, h, N, d)
 
 
-def head_projection(qkv: nn.Linear, x: torch.Tensor, part: int, heads: int) -> torch.Tensor:
+def head_projection(
+    qkv: nn.Linear | Projection, x: torch.Tensor, part: int, heads: int
+) -> torch.Tensor:
     """Part ``part`` (0 q, 1 k, 2 v) of ``qkv(x)`` per head, (B, N, C) -> (B, h, N, d).
 
     Computed as (B, 1, N, C)·(h, C, d) from a view of the weight, so the result is born in the
@@ -100,7 +102,7 @@ def head_projection(qkv: nn.Linear, x: torch.Tensor, part: int, heads: int) -> t
 
 
 def channel_projection(
-    qkv: nn.Linear, x: torch.Tensor, part: int, bias: bool = True
+    qkv: nn.Linear | Projection, x: torch.Tensor, part: int, bias: bool = True
 ) -> torch.Tensor:
     """Part ``part`` of ``qkv(x)`` channels-first, ``W_part·xᵀ``: (B, N, C) -> (B, C, N)
     (:func:`~edgeattn.attention.layout.linear_t`). ``bias=False`` leaves the bias out."""
@@ -110,7 +112,7 @@ def channel_projection(
     return linear_t(qkv.weight[sl], b, x)
 
 
-def flat_projection(qkv: nn.Linear, x: torch.Tensor, part: int) -> torch.Tensor:
+def flat_projection(qkv: nn.Linear | Projection, x: torch.Tensor, part: int) -> torch.Tensor:
     """Part ``part`` of ``qkv(x)`` in the token-major layout, (B, N, C) -> (B, N, C)."""
     out = qkv.out_features // 3
     sl = slice(part * out, (part + 1) * out)
@@ -184,16 +186,24 @@ class SimA(nn.Module):
         built for integer GEMMs (:func:`~edgeattn.attention.layout.integer_layout`, an int8
         export) W_o is never folded: Q·M would multiply two activations, uint8 × uint8, which
         ORT runs far slower than the per-head product and the weight projection (block_sima at
-        N = 1024, int8-static: 4.12 -> 3.72 ms, interleaved)."""
+        N = 1024, int8-static: 4.12 -> 3.72 ms, interleaved). There the qkv biases also ride in
+        the products (:func:`~edgeattn.attention.layout.bias_in_weight`: x with a ones column,
+        one uint8 Concat) instead of the Q and K bias QLinearAdds and V's (Kᵀ1)·b_vᵀ tail:
+        block_sima int8-static 0.89-0.92x the time at N = 4096 and 0.93-0.96x at 1024
+        (interleaved, both orders, two runs each, 2026-12-05), the same error against PyTorch."""
         B, N, C = x.shape
         h, d = self.num_heads, self.head_dim
-        kv = self._scaled_kv(x)  # (B, h, d, d): K̂ᵀV
+        qkv: nn.Linear | Projection = self.qkv
+        if integer_layout():
+            # int8: Q·M would be uint8 × uint8 (see attention.layout); and each bias rides in
+            # its product (x with a ones column), not in a requantising QLinearAdd of it
+            fold = False
+            x, qkv = bias_in_weight(self.qkv, x)
+        kv = self._scaled_kv(x, qkv)  # (B, h, d, d): K̂ᵀV
         if fold is None:
             fold = isinstance(N, torch.SymInt) or N >= C
-        if integer_layout():  # int8: Q·M would be uint8 × uint8 (see attention.layout)
-            fold = False
         if not fold:
-            q = head_projection(self.qkv, x, 0, h)  # (B, h, N, d)
+            q = head_projection(qkv, x, 0, h)  # (B, h, N, d)
             o = q @ (kv / token_l1_norm(q, self.eps).transpose(-2, -1))  # Q̂(K̂ᵀV)
             return self.proj(o.transpose(1, 2).reshape(B, N, C))
         q = flat_projection(self.qkv, x, 0)  # (B, N, C): the layout Q·M wants
@@ -203,30 +213,24 @@ class SimA(nn.Module):
         y = q @ m
         return y if self.proj.bias is None else y + self.proj.bias
 
-    def _scaled_kv(self, x: torch.Tensor) -> torch.Tensor:
+    def _scaled_kv(self, x: torch.Tensor, qkv: nn.Linear | Projection) -> torch.Tensor:
         """``K̂ᵀV = diag(1/‖k‖₁)·KᵀV`` per head, (B, h, d, d), from channels-first K and V.
 
         V's bias is applied on the d×d product, ``Kᵀ(XW_v + 1b_vᵀ) = Kᵀ(XW_v) + (Kᵀ1)b_vᵀ``,
-        not on the (C × N) projection. In a graph built for integer GEMMs the token sums ``Kᵀ1``
-        come from the float input, ``W_k(Xᵀ1) + N·b_k`` (a ones-row product over x and a C × C
-        one), not from K: K is uint8 there, and a second float consumer of it costs one more
-        DequantizeLinear of the N × C tensor (block_sima int8-static, interleaved, two runs:
-        0.96-0.97x the time at N = 4096, 0.99x at 1024)."""
-        B, N, C = x.shape
+        not on the (C × N) projection. (In a graph built for integer GEMMs ``qkv`` has no bias:
+        :meth:`kv_first` gives it the biases as a weight column, so V's is in its product.)"""
+        B, N, _ = x.shape
         h, d = self.num_heads, self.head_dim
-        k_t = channel_projection(self.qkv, x, 1).reshape(B, h, d, N)
-        v_t = channel_projection(self.qkv, x, 2, bias=False).reshape(B, h, d, N)
+        k_t = channel_projection(qkv, x, 1).reshape(B, h, d, N)
         nk = k_t.abs().sum(dim=-1, keepdim=True).clamp_min(l1_floor(self.eps, x.dtype))
-        kv = k_t @ v_t.transpose(-2, -1)  # (B, h, d, d) = Kᵀ(XW_v)
-        if self.qkv.bias is not None:
-            b_v = self.qkv.bias[2 * h * d :].reshape(h, 1, d)
-            if integer_layout():
-                ones = torch.ones(1, N, dtype=x.dtype, device=x.device)
-                w_k, b_k = self.qkv.weight[C : 2 * C], self.qkv.bias[C : 2 * C]
-                k_sum = ((ones @ x) @ w_k.t() + N * b_k).reshape(B, h, d, 1)  # Kᵀ1
-            else:
-                k_sum = k_t.sum(dim=-1, keepdim=True)
-            kv = kv + k_sum * b_v
+        if integer_layout():
+            v = flat_projection(qkv, x, 2).reshape(B, N, h, d).transpose(1, 2)
+        else:
+            v = channel_projection(qkv, x, 2, bias=False).reshape(B, h, d, N).transpose(-2, -1)
+        kv = k_t @ v  # (B, h, d, d) = Kᵀ(XW_v)
+        if qkv.bias is not None:
+            b_v = qkv.bias[2 * h * d :].reshape(h, 1, d)
+            kv = kv + k_t.sum(dim=-1, keepdim=True) * b_v
         return kv / nk  # rows / ‖k‖₁ (nk is (B, h, d, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

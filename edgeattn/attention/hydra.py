@@ -39,8 +39,8 @@ gives 0, not NaN.
   the weight instead, ``φ(Q)·M`` with ``M = diag(kv)·W_oᵀ`` (C × C per item, a FusedMatMul
   reading M transposed), or under the integer layout ``(φ(Q) ⊙ kv)·W_oᵀ``. Against that
   folded form the batch-1 graph runs one C × C Mul fewer and packs no run-time matrix:
-  0.97–0.98× its time at N = 1024 (interleaved, both orders, two runs each), the same at 4096,
-  and 0.93–0.96× at int8-static (2026-12-05). Matmuls left: the three projections and the output
+  0.97–0.98× its time at N = 1024 (interleaved, both orders, two runs each), 0.98–1.00× at
+  4096, and 0.93–0.96× at int8-static (2026-12-05). Matmuls left: the three projections and the output
   product (N·C² each) and ``1ᵀ(φ(K)⊙V)`` (N·C): :mod:`edgeattn.bench.floor_zoo`.
 * In the exported graph the ``qkv`` biases ride in the projections: ``x`` gets one column of
   ones (a ``Concat``) and each weight slice its bias as one more row, so q, k and v are bias-free

@@ -87,3 +87,28 @@ def test_isolated_outside_the_paired_interval_is_one_note():
         {"source": "paired", "reference": "softmax", "disagreements": d, "missing": {}}
     )
     assert len(lines) == 1 and lines[0].startswith("note: alone, against softmax: sima 1.00×")
+
+
+def test_op_table_keeps_one_row_per_precision():
+    """A bench of one method at two precisions profiles both files: the op table has a row for
+    each (``softmax`` and ``softmax@int8-static``), each from its own profile; one used to overwrite
+    the other under the bare method name."""
+    fp32, int8 = _prof([1.0] * 5, [3.0] * 5), _prof([4.0] * 5, [2.0] * 5)
+
+    def member(mid, prec):
+        meta = {"method": "softmax", "normaliser": "exp", "tokens": 8, "precision": prec}
+        return {"id": mid, "meta": meta}
+
+    rec = {
+        "paired": {
+            "members": [member("a", "fp32"), member("b", "int8-static")],
+            "profiles": {"a": fp32, "b": int8},
+        }
+    }
+    rows = pairs.op_breakdowns(rec)
+    assert set(rows) == {"softmax", "softmax@int8-static"}
+    assert rows["softmax"]["norm_ms"] == 1.0 and rows["softmax@int8-static"]["norm_ms"] == 4.0
+    assert [line.split(":")[0] for line in pairs.op_lines(rec)] == [
+        "softmax",
+        "softmax@int8-static",
+    ]

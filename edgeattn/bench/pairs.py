@@ -388,8 +388,11 @@ def op_breakdown(
 
 
 def op_breakdowns(rec: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """{method: op_breakdown} for the profiled members of a paired record."""
+    """{member key: op_breakdown} for the profiled members of a paired record, keyed as the pair
+    keys are (``method``, ``method@precision``: a bench of several precisions profiles each file,
+    and one method's rows must not overwrite each other)."""
     p = rec.get("paired") or {}
+    keys = member_keys(rec)
     out = {}
     for m in p.get("members", []):
         prof = (p.get("profiles") or {}).get(m["id"])
@@ -397,7 +400,7 @@ def op_breakdowns(rec: dict[str, Any]) -> dict[str, dict[str, Any]]:
             continue
         meta = m.get("meta") or {}
         spec = _methods.get(meta.get("method"))
-        out[meta.get("method", m["id"])] = op_breakdown(
+        out[keys[m["id"]]] = op_breakdown(
             prof,
             meta.get("normaliser", ""),
             int(meta.get("tokens") or 0),

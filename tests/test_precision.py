@@ -376,8 +376,10 @@ def test_activation_first_matmuls_same_arithmetic_and_integer_gemms(tmp_path):
     # column), KᵀV and Q(KᵀV) per head, W_o; the integer layout does not fold W_o into a
     # run-time operand: the float32 graph (N ≥ C here) does, one product more
     # (blockdiag(KᵀV)·W_oᵀ), the tail uint8 × uint8. No bias QLinearAdd is left: the one Add is
-    # the output bias, kept float (the output_bias group)
-    assert ops["QLinearMatMul"] == 6 and "MatMul" not in ops and "FusedMatMul" not in ops
+    # the output bias, kept float (the output_bias group), and W_o's product feeds it in float
+    # (MatMulIntegerToFloat: precision_convert.float_product_outputs)
+    assert ops["QLinearMatMul"] == 5 and ops["MatMulIntegerToFloat"] == 1, ops
+    assert "MatMul" not in ops and "FusedMatMul" not in ops and "Gemm" not in ops, ops
     assert "QLinearAdd" not in ops and ops["QLinearConcat"] == 1, ops
     f32 = _ort_ops(fp32.path, tmp_path)
     assert sum(f32.get(k, 0) for k in ("MatMul", "FusedMatMul", "Gemm")) == 7, f32
@@ -428,8 +430,9 @@ def test_int8_recipe_is_selectable_and_recorded(tmp_path, capsys):
         and "QLinearConcat" not in ops["int8-static:matmuls"]
     )
     assert ops["int8-static:matmuls"]["Concat"] == 1
-    # W_o unfolded at int8: 6 (see the test above)
-    assert ops["int8-static:matmuls"]["QLinearMatMul"] == 6
+    # W_o unfolded at int8: 6 integer GEMMs, the last with a float output (see the test above)
+    m8 = ops["int8-static:matmuls"]
+    assert m8["QLinearMatMul"] == 5 and m8["MatMulIntegerToFloat"] == 1, m8
     argv = ["export", "block_sima", "--tokens", "16", "--dim", "32", "--heads", "2"]
     assert main([*argv, "--precision", "int8-static:nope"]) == 1
     err = capsys.readouterr().err
@@ -581,8 +584,8 @@ def test_output_bias_group_takes_the_bias_add_that_writes_the_output():
 def test_int8_output_bias_is_added_in_float(tmp_path):
     """int8-static keeps the output bias Add in float32 by default: ORT runs one QLinearAdd
     fewer (the output's), and the output is closer to the fp32 PyTorch block than with the
-    Add quantised, as the output is not requantised (here max abs 2.0e-3 -> 1.5e-3; block_sima
-    at N = 1024, D = 384: 4.3e-4 -> 5.0e-5)."""
+    Add quantised, as the output is not requantised (block_sima at N = 1024, D = 384: 4.3e-4 ->
+    5.0e-5); the last product then feeds the Add in float, one integer GEMM with a float output."""
     kw = dict(SIMA_BLOCK, order="kv_first")
     res = {
         keep: export_onnx(
@@ -597,3 +600,11 @@ def test_int8_output_bias_is_added_in_float(tmp_path):
     assert ops["auto"]["QLinearAdd"] == ops["soft_newton,cls_tail,softmax_long"]["QLinearAdd"] - 1
     err = {k: s["verification"]["max_abs"] for k, s in side.items()}
     assert err["auto"] < err["soft_newton,cls_tail,softmax_long"], err
+    # the kept Add reads W_o's product in float: no requantising Q/DQ pair between them, so ORT
+    # runs it as MatMulIntegerToFloat; the bias was given the product's rank, or ORT would fuse
+    # MatMul + Add into a float Gemm over dequantised operands first
+    assert side["auto"]["float_product_outputs"] == 1
+    assert side["soft_newton,cls_tail,softmax_long"]["float_product_outputs"] == 0
+    assert ops["auto"]["MatMulIntegerToFloat"] == 1, ops["auto"]
+    assert not {"Gemm", "FusedGemm", "MatMul"} & set(ops["auto"]), ops["auto"]
+    assert ops["soft_newton,cls_tail,softmax_long"]["MatMulIntegerToFloat"] == 0

@@ -63,7 +63,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgeattn.attention.layout import integer_layout
+from edgeattn.attention.layout import bias_in_weight, integer_layout
 
 HYDRA_EPS = 1e-12  # F.normalize's default
 
@@ -111,9 +111,8 @@ class HydraAttention(nn.Module):
         if b is not None and fold_bias:
             # (B, N, C + 1): a Concat with a ones column, not a Pad: ONNX Runtime's Pad took
             # 0.14 ms at N = 1024, C = 384, its Concat 0.06 ms (profiler, same file otherwise)
-            ones = torch.ones(x.shape[0], x.shape[1], 1, dtype=x.dtype, device=x.device)
-            x = torch.cat([x, ones], dim=-1)
-            w, b = torch.cat([w, b[:, None]], dim=1), None  # (3C, C + 1)
+            x, p = bias_in_weight(self.qkv, x)
+            w, b = p.weight, p.bias  # (3C, C + 1), None
         return [
             F.linear(x, w[i * C : (i + 1) * C], None if b is None else b[i * C : (i + 1) * C])
             for i in range(3)

@@ -63,8 +63,9 @@ def bias_in_weight(linear: torch.nn.Linear, x: torch.Tensor) -> tuple[torch.Tens
     """``(x̃, layer)`` with ``x̃ = [x, 1]`` (B, N, C + 1) and the bias as the layer's last input
     column, so ``x̃·W̃ᵀ = x·Wᵀ + b`` for every slice of the layer's outputs: each product then
     carries its bias, and no Add of an N-sized tensor is left. For a graph built for integer
-    GEMMs, where a bias Add is a requantising QLinearAdd of the whole product (see
-    :mod:`edgeattn.attention.sima`)."""
+    GEMMs, where a bias Add is a requantising QLinearAdd of the whole product (SimA at int8:
+    :mod:`edgeattn.attention.sima`), or for float32 graphs where ONNX Runtime would fuse each bias
+    Add into a Gemm that first writes the broadcast bias (Hydra, MobileViTv2)."""
     if linear.bias is None:
         return x, Projection(linear.weight, None, linear.in_features, linear.out_features)
     ones = torch.ones(*x.shape[:-1], 1, dtype=x.dtype, device=x.device)

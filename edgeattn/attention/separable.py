@@ -53,7 +53,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgeattn.attention.layout import integer_layout
+from edgeattn.attention.layout import bias_in_weight, integer_layout
 
 
 class SeparableSelfAttention(nn.Module):
@@ -81,9 +81,8 @@ class SeparableSelfAttention(nn.Module):
         if fold_bias is None:
             fold_bias = torch.onnx.is_in_onnx_export()
         if b is not None and fold_bias:
-            ones = torch.ones(B, N, 1, dtype=x.dtype, device=x.device)
-            x = torch.cat([x, ones], dim=-1)  # (B, N, C + 1)
-            w, b = torch.cat([w, b[:, None]], dim=1), None  # (1 + 2C, C + 1)
+            x, p = bias_in_weight(self.qkv_proj, x)  # (B, N, C + 1)
+            w, b = p.weight, p.bias  # (1 + 2C, C + 1), None
 
         def part(start: int, stop: int, t: torch.Tensor) -> torch.Tensor:
             # rows start:stop of qkv_proj (a constant slice in an exported graph: no Split of

@@ -365,6 +365,7 @@ def float_product_outputs(model: onnx.ModelProto, kept: Sequence[str]) -> int:
     prod, cons = producers(g), consumers(g)
     inits = {t.name: t for t in g.initializer}
     kept_set = set(kept)
+    ranks: dict[str, int | None] = {}  # filled once, on the first match
     drop: list[onnx.NodeProto] = []
     for add in (n for n in g.node if n.op_type == "Add" and n.name in kept_set):
         for i, name in enumerate(add.input):
@@ -381,7 +382,8 @@ def float_product_outputs(model: onnx.ModelProto, kept: Sequence[str]) -> int:
                 continue
             if len(cons.get(dq.output[0], [])) != 1:
                 continue
-            rank = _rank(model, mm.output[0])
+            ranks = ranks or _ranks(model)
+            rank = ranks.get(mm.output[0])
             bias = add.input[1 - i]
             t = inits.get(bias)
             if t is not None and len(t.dims) == 1 and rank and rank > 1:
@@ -398,15 +400,15 @@ def float_product_outputs(model: onnx.ModelProto, kept: Sequence[str]) -> int:
     return len(drop) // 2
 
 
-def _rank(model: onnx.ModelProto, name: str) -> int | None:
-    """The rank of tensor ``name`` from the model's value_info (shape inference if missing)."""
-    infos = {v.name: v for v in (*model.graph.value_info, *model.graph.output)}
-    if name not in infos:
-        infos = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
-    v = infos.get(name)
-    if v is None or not v.type.tensor_type.HasField("shape"):
-        return None
-    return len(v.type.tensor_type.shape.dim)
+def _ranks(model: onnx.ModelProto) -> dict[str, int | None]:
+    """{tensor: rank} of the model's intermediate tensors and outputs (ONNX shape inference, which
+    keeps the value_info the model has and adds what it can)."""
+    g = onnx.shape_inference.infer_shapes(model).graph
+    infos = [*g.value_info, *g.output]
+    return {
+        v.name: len(v.type.tensor_type.shape.dim) if v.type.tensor_type.HasField("shape") else None
+        for v in infos
+    }
 
 
 # ============================================================================ int8 layout
